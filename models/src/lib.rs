@@ -1,0 +1,33 @@
+//! ByteEdit's editing engine: a Stable-Diffusion inpainting model (CLIP text
+//! encoder, 9-channel UNet, KL VAE, schedulers) on burn, loaded from a
+//! diffusers folder and driven entirely by its config files.
+//!
+//! Module paths mirror the diffusers / transformers weight names, one file per
+//! model part, so the Rust and Python sources can be read side by side.
+
+pub mod attention;
+pub mod clip;
+pub mod config;
+pub mod embeddings;
+pub mod error;
+pub mod image_io;
+pub mod nn;
+pub mod pipeline;
+pub mod resnet;
+pub mod schedulers;
+pub mod tokenizer;
+pub mod unet_2d;
+pub mod unet_2d_blocks;
+pub mod vae;
+pub mod weights;
+
+pub use error::{ModelError, Result};
+pub use pipeline::{EditOutput, EditRequest, InitialLatents, InpaintModel, StepProgress, Timings};
+pub use schedulers::{SchedulerKind, TimestepSpacing};
+
+/// The CPU backend: flex (see docs/PERFORMANCE.md for why), or ndarray when
+/// only that feature is on.
+#[cfg(feature = "flex")]
+pub type CpuBackend = burn::backend::Flex;
+#[cfg(all(not(feature = "flex"), feature = "ndarray"))]
+pub type CpuBackend = burn::backend::NdArray;

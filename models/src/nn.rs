@@ -1,0 +1,205 @@
+//! The few layer types the models are made of, built straight from checkpoint
+//! tensors. Field names equal the last key segment (`weight`, `bias`), so a
+//! module's path in Rust is its key in the checkpoint.
+//!
+//! They are burn modules: under `Autodiff<B>` every weight is a trainable
+//! parameter, which is what feedback fine-tuning will need.
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::activation;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::{ConvOptions, PaddedConvOptions};
+
+use crate::error::Result;
+use crate::weights::Weights;
+
+/// `torch.nn.Linear`; the weight is kept as `[in, out]`.
+#[derive(Module, Debug)]
+pub struct Linear<B: Backend> {
+    pub weight: Param<Tensor<B, 2>>,
+    pub bias: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: Backend> Linear<B> {
+    pub fn load(w: &Weights<B>, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+        let weight = Param::from_tensor(w.linear_weight("weight", d_in, d_out)?);
+        let bias = if bias {
+            Some(Param::from_tensor(w.tensor("bias", [d_out])?))
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    }
+}
+
+/// `torch.nn.Conv2d` with square kernel, symmetric or (0,1,0,1) padding.
+#[derive(Module, Debug)]
+pub struct Conv2d<B: Backend> {
+    pub weight: Param<Tensor<B, 4>>,
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    stride: usize,
+    padding: usize,
+    /// diffusers' VAE downsampler pads only right and bottom by one.
+    pad_end_only: bool,
+}
+
+impl<B: Backend> Conv2d<B> {
+    pub fn load(
+        w: &Weights<B>,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: Param::from_tensor(w.tensor("weight", [c_out, c_in, kernel, kernel])?),
+            bias: Some(Param::from_tensor(w.tensor("bias", [c_out])?)),
+            stride,
+            padding,
+            pad_end_only: false,
+        })
+    }
+
+    /// A stride-2 convolution padded by one row/column at the end only, as
+    /// diffusers' `Downsample2D(padding=0)` does.
+    pub fn load_pad_end(w: &Weights<B>, c_in: usize, c_out: usize, kernel: usize) -> Result<Self> {
+        let mut conv = Self::load(w, c_in, c_out, kernel, 2, 0)?;
+        conv.pad_end_only = true;
+        Ok(conv)
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let stride = [self.stride, self.stride];
+        let options: PaddedConvOptions<2> = if self.pad_end_only {
+            PaddedConvOptions::asymmetric(stride, [0, 0], [1, 1], [1, 1], 1)
+        } else {
+            ConvOptions::new(stride, [self.padding, self.padding], [1, 1], 1).into()
+        };
+        conv2d(
+            x,
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+            options,
+        )
+    }
+}
+
+/// `torch.nn.GroupNorm` over `[N, C, H, W]`.
+#[derive(Module, Debug)]
+pub struct GroupNorm<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    pub bias: Param<Tensor<B, 1>>,
+    groups: usize,
+    eps: f64,
+}
+
+impl<B: Backend> GroupNorm<B> {
+    pub fn load(w: &Weights<B>, groups: usize, channels: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: Param::from_tensor(w.tensor("weight", [channels])?),
+            bias: Param::from_tensor(w.tensor("bias", [channels])?),
+            groups,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [n, c, h, w] = x.dims();
+        let grouped = x.reshape([n, self.groups, (c / self.groups) * h * w]);
+        let (var, mean) = grouped.clone().var_mean_bias(2);
+        let normed = grouped
+            .sub(mean)
+            .div(var.add_scalar(self.eps).sqrt())
+            .reshape([n, c, h, w]);
+        let gamma = self.weight.val().reshape([1, c, 1, 1]);
+        let beta = self.bias.val().reshape([1, c, 1, 1]);
+        normed.mul(gamma).add(beta)
+    }
+}
+
+/// `torch.nn.LayerNorm` over the last dimension.
+#[derive(Module, Debug)]
+pub struct LayerNorm<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    pub bias: Param<Tensor<B, 1>>,
+    eps: f64,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    pub fn load(w: &Weights<B>, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: Param::from_tensor(w.tensor("weight", [dim])?),
+            bias: Param::from_tensor(w.tensor("bias", [dim])?),
+            eps,
+        })
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let (var, mean) = x.clone().var_mean_bias(D - 1);
+        let normed = x.sub(mean).div(var.add_scalar(self.eps).sqrt());
+        normed
+            .mul(self.weight.val().unsqueeze())
+            .add(self.bias.val().unsqueeze())
+    }
+}
+
+/// `torch.nn.Embedding`.
+#[derive(Module, Debug)]
+pub struct Embedding<B: Backend> {
+    pub weight: Param<Tensor<B, 2>>,
+}
+
+impl<B: Backend> Embedding<B> {
+    pub fn load(w: &Weights<B>, count: usize, dim: usize) -> Result<Self> {
+        Ok(Self {
+            weight: Param::from_tensor(w.tensor("weight", [count, dim])?),
+        })
+    }
+
+    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        burn::tensor::module::embedding(self.weight.val(), ids)
+    }
+}
+
+pub fn silu<const D: usize, B: Backend>(x: Tensor<B, D>) -> Tensor<B, D> {
+    activation::silu(x)
+}
+
+/// Exact (erf) GELU, as `torch.nn.functional.gelu` without approximation.
+pub fn gelu<const D: usize, B: Backend>(x: Tensor<B, D>) -> Tensor<B, D> {
+    activation::gelu(x)
+}
+
+/// Multi-head scaled dot-product attention on `[batch, tokens, heads * dim_head]`.
+pub fn multi_head_attention<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    heads: usize,
+    causal: bool,
+) -> Tensor<B, 3> {
+    let [b, n_q, inner] = q.dims();
+    let n_k = k.dims()[1];
+    let dim_head = inner / heads;
+    let split = |t: Tensor<B, 3>, n: usize| t.reshape([b, n, heads, dim_head]).swap_dims(1, 2);
+    let options = burn::tensor::ops::AttentionModuleOptions {
+        scale: None,
+        softcap: None,
+        is_causal: causal,
+    };
+    let out = burn::tensor::module::attention(
+        split(q, n_q),
+        split(k, n_k),
+        split(v, n_k),
+        None,
+        None,
+        options,
+    );
+    out.swap_dims(1, 2).reshape([b, n_q, inner])
+}

@@ -1,0 +1,412 @@
+//! diffusers `pipelines/stable_diffusion/pipeline_stable_diffusion_inpaint.py`
+//! for 9-channel inpainting UNets: image + mask + prompt → edited image.
+//!
+//! Steps, as in `StableDiffusionInpaintPipeline.__call__` with `strength=1`:
+//! 1. encode the prompt (and the negative prompt when guidance > 1), once;
+//! 2. binarise the mask at 0.5, blank the masked pixels, encode the masked
+//!    image with the VAE (posterior mean × scaling factor);
+//! 3. start from Gaussian noise (seeded, or given) × the solver's initial sigma;
+//! 4. each step: UNet on [latents, mask, masked-image latents], guidance,
+//!    solver step;
+//! 5. decode latents / scaling factor, map [-1, 1] → [0, 1].
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use image::{GrayImage, RgbImage};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::Deserialize;
+
+use crate::clip::{ClipTextConfig, ClipTextModel};
+use crate::config::read_config;
+use crate::error::{ModelError, Result};
+use crate::image_io::{binarize_mask, image_to_tensor, resize_nearest};
+use crate::schedulers::{Scheduler, SchedulerConfig, SchedulerKind, TimestepSpacing};
+use crate::tokenizer::ClipTokenizer;
+use crate::unet_2d::{UNet2DConditionModel, UNetConfig};
+use crate::vae::{AutoencoderKL, VaeConfig};
+use crate::weights::{TensorStore, Weights};
+
+/// A loaded inpainting model: every component of a diffusers folder.
+pub struct InpaintModel<B: Backend> {
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: ClipTextModel<B>,
+    pub unet: UNet2DConditionModel<B>,
+    pub vae: AutoencoderKL<B>,
+    pub unet_config: UNetConfig,
+    pub vae_config: VaeConfig,
+    pub scheduler_config: SchedulerConfig,
+    device: B::Device,
+}
+
+#[derive(Deserialize)]
+struct ModelIndex {
+    #[serde(rename = "_class_name", default)]
+    class_name: Option<String>,
+}
+
+impl<B: Backend> InpaintModel<B> {
+    /// Loads a diffusers folder (`model_index.json`, `unet/`, `vae/`,
+    /// `text_encoder/`, `tokenizer/`, `scheduler/`).
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
+        let index_path = dir.join("model_index.json");
+        if !index_path.is_file() {
+            return Err(ModelError::config(
+                dir,
+                "not a diffusers model folder: `model_index.json` is missing",
+            ));
+        }
+        let index: ModelIndex = read_config(&index_path)?;
+        tracing::debug!(class = ?index.class_name, dir = %dir.display(), "loading model");
+
+        let unet_config = UNetConfig::from_file(&dir.join("unet/config.json"))?;
+        let vae_config = VaeConfig::from_file(&dir.join("vae/config.json"))?;
+        let clip_config = ClipTextConfig::from_file(&dir.join("text_encoder/config.json"))?;
+        let scheduler_config =
+            SchedulerConfig::from_file(&dir.join("scheduler/scheduler_config.json"))?;
+
+        let latent = vae_config.latent_channels;
+        if unet_config.in_channels != 2 * latent + 1 {
+            return Err(ModelError::config(
+                dir.join("unet/config.json"),
+                format!(
+                    "not an inpainting UNet: in_channels is {}, expected {} ({latent} latent + 1 mask + {latent} masked-image latent)",
+                    unet_config.in_channels,
+                    2 * latent + 1
+                ),
+            ));
+        }
+        if unet_config.out_channels != latent {
+            return Err(ModelError::config(
+                dir.join("unet/config.json"),
+                format!(
+                    "out_channels is {}, but the VAE has {latent} latent channels",
+                    unet_config.out_channels
+                ),
+            ));
+        }
+        let context_dim = unet_config.cross_attention_dim.iter_n(1).next().unwrap_or(0);
+        if context_dim != clip_config.hidden_size {
+            return Err(ModelError::config(
+                dir.join("unet/config.json"),
+                format!(
+                    "cross_attention_dim is {context_dim}, but the text encoder's hidden_size is {}",
+                    clip_config.hidden_size
+                ),
+            ));
+        }
+
+        let tokenizer = ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
+        let text_encoder = load_component(&dir.join("text_encoder"), "model", device, |w| {
+            ClipTextModel::load(w, &clip_config)
+        })?;
+        let unet = load_component(&dir.join("unet"), "diffusion_pytorch_model", device, |w| {
+            UNet2DConditionModel::load(w, &unet_config)
+        })?;
+        let vae = load_component(&dir.join("vae"), "diffusion_pytorch_model", device, |w| {
+            AutoencoderKL::load(w, &vae_config)
+        })?;
+        Ok(Self {
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            unet_config,
+            vae_config,
+            scheduler_config,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// Pixels per latent along each side (8 for SD-1.x/2.x).
+    pub fn vae_scale_factor(&self) -> usize {
+        self.vae_config.scale_factor()
+    }
+
+    /// The text encoder's last hidden state for each prompt: `[n, 77, dim]`.
+    pub fn encode_prompts(&self, prompts: &[&str]) -> Tensor<B, 3> {
+        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.tokenizer.encode(p)).collect();
+        self.text_encoder.forward(&ids, &self.device).last_hidden_state
+    }
+
+    /// `vae.encode(x).latent_dist.mean * scaling_factor` for an image in [-1, 1].
+    pub fn encode_latents(&self, image: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.vae
+            .encode(image)
+            .mean
+            .mul_scalar(self.vae_config.scaling_factor)
+    }
+
+    /// Latents → image in [0, 1], `[1, 3, H, W]`.
+    pub fn decode_latents(&self, latents: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.vae
+            .decode(latents.div_scalar(self.vae_config.scaling_factor))
+            .div_scalar(2.0)
+            .add_scalar(0.5)
+            .clamp(0.0, 1.0)
+    }
+
+    /// Checks that an image of this size can go through the VAE and UNet.
+    pub fn check_size(&self, width: u32, height: u32) -> Result<()> {
+        let sf = self.vae_scale_factor() as u32;
+        if width < sf || height < sf || width % sf != 0 || height % sf != 0 {
+            let round = |v: u32| (v / sf).max(1) * sf;
+            return Err(ModelError::InvalidInput(format!(
+                "image is {width}x{height}; this model needs width and height that are multiples of {sf} \
+                 (resize or crop to e.g. {}x{})",
+                round(width),
+                round(height)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs one edit. `progress` is called after every step; returning
+    /// `ControlFlow::Break` stops the run with [`ModelError::Cancelled`].
+    pub fn edit(
+        &self,
+        request: &EditRequest,
+        progress: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
+    ) -> Result<EditOutput> {
+        let started = Instant::now();
+        let (width, height) = request.image.dimensions();
+        if request.mask.dimensions() != (width, height) {
+            let (mw, mh) = request.mask.dimensions();
+            return Err(ModelError::InvalidInput(format!(
+                "mask is {mw}x{mh} but the image is {width}x{height}; they must be the same size"
+            )));
+        }
+        self.check_size(width, height)?;
+        if !request.guidance_scale.is_finite() || request.guidance_scale < 0.0 {
+            return Err(ModelError::InvalidInput(format!(
+                "`guidance` must be a finite number >= 0, got {}",
+                request.guidance_scale
+            )));
+        }
+        let sf = self.vae_scale_factor();
+        let (lw, lh) = (width as usize / sf, height as usize / sf);
+        let channels = self.vae.latent_channels();
+        let mut scheduler = Scheduler::<B>::new(
+            request.scheduler,
+            &self.scheduler_config,
+            request.steps,
+            request.timestep_spacing,
+        )?;
+        let noise = match &request.latents {
+            Some(l) => {
+                l.check_shape([1, channels, lh, lw])?;
+                l.values.clone()
+            }
+            None => gaussian_noise(request.seed, channels * lh * lw),
+        };
+
+        // 1. prompt embeddings, computed once for the whole run
+        let guided = request.guidance_scale > 1.0;
+        let t0 = Instant::now();
+        let context = if guided {
+            let negative = request.negative_prompt.as_deref().unwrap_or("");
+            self.encode_prompts(&[negative, &request.prompt])
+        } else {
+            self.encode_prompts(&[&request.prompt])
+        };
+        let text_encode = t0.elapsed();
+
+        // 2. mask and masked-image latents
+        let t0 = Instant::now();
+        let mask = binarize_mask(&request.mask);
+        let keep: Vec<f32> = mask.iter().map(|m| 1.0 - m).collect();
+        let keep = Tensor::<B, 1>::from_data(TensorData::new(keep, [height as usize * width as usize]), &self.device)
+            .reshape([1, 1, height as usize, width as usize]);
+        let masked_image = image_to_tensor::<B>(&request.image, &self.device).mul(keep);
+        let masked_latents = self.encode_latents(masked_image);
+        let mask_latent = resize_nearest(&mask, (width as usize, height as usize), (lw, lh));
+        let mask_latent =
+            Tensor::<B, 4>::from_data(TensorData::new(mask_latent, [1, 1, lh, lw]), &self.device);
+        let batch = if guided { 2 } else { 1 };
+        let condition = Tensor::cat(vec![mask_latent, masked_latents], 1).repeat_dim(0, batch);
+        let vae_encode = t0.elapsed();
+
+        // 3. initial latents
+        let mut latents = Tensor::<B, 4>::from_data(TensorData::new(noise, [1, channels, lh, lw]), &self.device)
+            .mul_scalar(scheduler.init_noise_sigma());
+
+        // 4. denoising loop
+        let t0 = Instant::now();
+        let timesteps = scheduler.timesteps().to_vec();
+        for (i, &t) in timesteps.iter().enumerate() {
+            let input = scheduler.scale_model_input(latents.clone().repeat_dim(0, batch), i);
+            let input = Tensor::cat(vec![input, condition.clone()], 1);
+            let prediction = self.unet.forward(input, t, &context);
+            let prediction = if guided {
+                let uncond = prediction.clone().narrow(0, 0, 1);
+                let text = prediction.narrow(0, 1, 1);
+                uncond.clone().add(text.sub(uncond).mul_scalar(request.guidance_scale))
+            } else {
+                prediction
+            };
+            latents = scheduler.step(prediction, i, latents);
+            let report = StepProgress {
+                step: i + 1,
+                total: timesteps.len(),
+                timestep: t,
+                elapsed: t0.elapsed(),
+            };
+            if progress(report).is_break() {
+                return Err(ModelError::Cancelled);
+            }
+        }
+        let denoise = t0.elapsed();
+
+        // 5. decode
+        let t0 = Instant::now();
+        let image = self.decode_latents(latents);
+        let pixels = image
+            .permute([0, 2, 3, 1])
+            .into_data()
+            .into_vec::<f32>()
+            .map_err(|e| ModelError::InvalidInput(format!("decoded image is not f32: {e:?}")))?;
+        let vae_decode = t0.elapsed();
+
+        Ok(EditOutput {
+            width,
+            height,
+            pixels,
+            timings: Timings {
+                text_encode,
+                vae_encode,
+                denoise,
+                vae_decode,
+                steps: timesteps.len(),
+                total: started.elapsed(),
+            },
+        })
+    }
+}
+
+/// Opens a component's weights, builds its module, and insists every tensor was used.
+fn load_component<B: Backend, M>(
+    dir: &Path,
+    stem: &str,
+    device: &B::Device,
+    build: impl FnOnce(&Weights<B>) -> Result<M>,
+) -> Result<M> {
+    let store = TensorStore::open_component(dir, stem)?;
+    let module = build(&Weights::new(&store, device))?;
+    store.finish()?;
+    Ok(module)
+}
+
+/// Standard normal noise from a seed: the same seed gives the same noise on
+/// every backend and machine.
+pub fn gaussian_noise(seed: u64, count: usize) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..count).map(|_| StandardNormal.sample(&mut rng)).collect()
+}
+
+/// Caller-given initial noise, exactly diffusers' `latents=` argument.
+#[derive(Debug, Clone)]
+pub struct InitialLatents {
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+impl InitialLatents {
+    /// Reads the tensor named `latents` (f32, or f16/bf16 cast up) from a safetensors file.
+    pub fn from_safetensors(path: &Path) -> Result<Self> {
+        let store = TensorStore::open_files(path.parent().unwrap_or(Path::new(".")), &[path.to_path_buf()])?;
+        let shape = store
+            .shape("latents")
+            .ok_or_else(|| {
+                ModelError::InvalidInput(format!(
+                    "`{}` has no tensor named `latents`",
+                    path.display()
+                ))
+            })?
+            .to_vec();
+        let values = store.read_f32("latents", &shape, &[])?;
+        Ok(Self { shape, values })
+    }
+
+    fn check_shape(&self, expected: [usize; 4]) -> Result<()> {
+        if self.shape != expected {
+            return Err(ModelError::InvalidInput(format!(
+                "initial latents have shape {:?}, but this image and model need {expected:?} \
+                 ([1, latent channels, height / {f}, width / {f}])",
+                self.shape,
+                f = "vae scale factor"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One edit, validated by the caller's layer (CLI, worker) into these types.
+#[derive(Debug, Clone)]
+pub struct EditRequest {
+    pub image: RgbImage,
+    /// White (≥ 0.5) = repaint, black = keep.
+    pub mask: GrayImage,
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    pub steps: usize,
+    /// Classifier-free guidance scale; ≤ 1 runs the UNet once per step.
+    pub guidance_scale: f64,
+    pub scheduler: SchedulerKind,
+    /// `None`: the solver's diffusers default.
+    pub timestep_spacing: Option<TimestepSpacing>,
+    pub seed: u64,
+    /// Initial noise instead of seeded noise.
+    pub latents: Option<InitialLatents>,
+}
+
+/// Reported after each denoising step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepProgress {
+    /// 1-based.
+    pub step: usize,
+    pub total: usize,
+    pub timestep: f32,
+    /// Since the first step started.
+    pub elapsed: Duration,
+}
+
+/// Where an edit's time went.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    pub text_encode: Duration,
+    pub vae_encode: Duration,
+    pub denoise: Duration,
+    pub vae_decode: Duration,
+    pub steps: usize,
+    pub total: Duration,
+}
+
+impl Timings {
+    pub fn per_step(&self) -> Duration {
+        self.denoise / self.steps.max(1) as u32
+    }
+}
+
+/// The edited image as HWC floats in [0, 1] (diffusers' `output_type="np"`).
+#[derive(Debug, Clone)]
+pub struct EditOutput {
+    pub width: u32,
+    pub height: u32,
+    pub pixels: Vec<f32>,
+    pub timings: Timings,
+}
+
+impl EditOutput {
+    pub fn to_rgb8(&self) -> RgbImage {
+        crate::image_io::to_rgb8(&self.pixels, self.width, self.height)
+    }
+}

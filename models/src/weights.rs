@@ -1,0 +1,336 @@
+//! Reading weights from diffusers / transformers safetensors files.
+//!
+//! Files are memory-mapped and each tensor is converted to f32 only when the
+//! module that owns it asks for it, so a 2 GB fp16 checkpoint never exists twice
+//! in memory: the mapped pages belong to the page cache, and the f32 copy *is*
+//! the model. Every key that was read is remembered; [`TensorStore::finish`]
+//! turns keys nobody asked for into an error, so a checkpoint that does not
+//! match the config cannot load "mostly".
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Display;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{ModelError, Result};
+
+/// Buffers that checkpoints carry but models do not learn (skipped, not "unused").
+const BUFFER_SUFFIXES: &[&str] = &["position_ids"];
+
+struct MappedFile {
+    path: PathBuf,
+    mmap: Mmap,
+    /// Offset of the tensor data inside the file (8 + header length).
+    data_start: usize,
+}
+
+struct Entry {
+    file: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+/// All tensors of one model component (e.g. `unet/`), possibly over several shards.
+pub struct TensorStore {
+    dir: PathBuf,
+    files: Vec<MappedFile>,
+    entries: HashMap<String, Entry>,
+    used: RefCell<BTreeSet<String>>,
+}
+
+impl TensorStore {
+    /// Opens the weights of a component folder, given the file stem diffusers or
+    /// transformers uses there (`diffusion_pytorch_model` or `model`).
+    ///
+    /// Preference: the fp32 single file, then the `fp16` variant, then a sharded
+    /// checkpoint described by an `.index.json` (plain or `fp16` variant).
+    pub fn open_component(dir: &Path, stem: &str) -> Result<Self> {
+        let candidates = [
+            format!("{stem}.safetensors"),
+            format!("{stem}.fp16.safetensors"),
+            format!("{stem}.safetensors.index.json"),
+            format!("{stem}.safetensors.index.fp16.json"),
+            format!("{stem}.fp16.safetensors.index.json"),
+        ];
+        for name in &candidates {
+            let path = dir.join(name);
+            if path.is_file() {
+                return if name.ends_with(".json") {
+                    Self::open_index(dir, &path)
+                } else {
+                    Self::open_files(dir, &[path])
+                };
+            }
+        }
+        let pickled = dir.join(format!("{stem}.bin"));
+        let hint = if pickled.is_file() {
+            format!(
+                "; found `{}` (PyTorch pickle): convert it to safetensors first",
+                pickled.display()
+            )
+        } else {
+            String::new()
+        };
+        Err(ModelError::config(
+            dir,
+            format!(
+                "no weights found: expected one of {}{hint}",
+                candidates.join(", ")
+            ),
+        ))
+    }
+
+    /// Opens a sharded checkpoint from its `weight_map` index.
+    fn open_index(dir: &Path, index: &Path) -> Result<Self> {
+        #[derive(serde::Deserialize)]
+        struct Index {
+            weight_map: HashMap<String, String>,
+        }
+        let text = std::fs::read_to_string(index).map_err(|e| ModelError::io(index, e))?;
+        let parsed: Index = serde_json::from_str(&text)
+            .map_err(|e| ModelError::config(index, format!("bad shard index: {e}")))?;
+        let shards: BTreeSet<&String> = parsed.weight_map.values().collect();
+        let paths: Vec<PathBuf> = shards.into_iter().map(|s| dir.join(s)).collect();
+        Self::open_files(dir, &paths)
+    }
+
+    /// Maps the given safetensors files and indexes their tensors.
+    pub fn open_files(dir: &Path, paths: &[PathBuf]) -> Result<Self> {
+        let mut files = Vec::with_capacity(paths.len());
+        let mut entries = HashMap::new();
+        for path in paths {
+            let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
+            // SAFETY: the mapping is read-only and lives as long as the store; a
+            // checkpoint rewritten while loading is outside what we can defend against.
+            let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+            let (header_len, metadata) =
+                SafeTensors::read_metadata(&mmap).map_err(|e| ModelError::Safetensors {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            let index = files.len();
+            for (key, info) in metadata.tensors() {
+                entries.insert(
+                    key,
+                    Entry {
+                        file: index,
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        start: info.data_offsets.0,
+                        end: info.data_offsets.1,
+                    },
+                );
+            }
+            files.push(MappedFile {
+                path: path.clone(),
+                mmap,
+                data_start: 8 + header_len,
+            });
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            files,
+            entries,
+            used: RefCell::new(BTreeSet::new()),
+        })
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// The stored shape of `key`, if present.
+    pub fn shape(&self, key: &str) -> Option<&[usize]> {
+        self.entries.get(key).map(|e| e.shape.as_slice())
+    }
+
+    fn files_list(&self) -> String {
+        self.files
+            .iter()
+            .map(|f| format!("`{}`", f.path.display()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Reads `key` as f32 values after checking its shape, and marks it used.
+    /// `accept` lists the shapes allowed besides `expected` (same element count),
+    /// for legacy layouts such as 1x1 convolutions stored where linears are expected.
+    pub fn read_f32(&self, key: &str, expected: &[usize], accept: &[&[usize]]) -> Result<Vec<f32>> {
+        let entry = self.entries.get(key).ok_or_else(|| ModelError::MissingTensor {
+            key: key.to_string(),
+            files: self.files_list(),
+        })?;
+        let file = &self.files[entry.file];
+        if entry.shape != expected && !accept.iter().any(|s| *s == entry.shape.as_slice()) {
+            return Err(ModelError::ShapeMismatch {
+                key: key.to_string(),
+                path: file.path.clone(),
+                expected: expected.to_vec(),
+                found: entry.shape.clone(),
+            });
+        }
+        let bytes = file
+            .mmap
+            .get(file.data_start + entry.start..file.data_start + entry.end)
+            .ok_or_else(|| ModelError::Safetensors {
+                path: file.path.clone(),
+                message: format!("tensor `{key}` points past the end of the file"),
+            })?;
+        let values = match entry.dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => bytes
+                .chunks_exact(8)
+                .map(|b| {
+                    f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
+                })
+                .collect(),
+            other => {
+                return Err(ModelError::BadDtype {
+                    key: key.to_string(),
+                    path: file.path.clone(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        self.used.borrow_mut().insert(key.to_string());
+        Ok(values)
+    }
+
+    /// Fails if the checkpoint holds tensors the model never read.
+    pub fn finish(&self) -> Result<()> {
+        let used = self.used.borrow();
+        let unused: Vec<&String> = self
+            .entries
+            .keys()
+            .filter(|k| !used.contains(*k))
+            .filter(|k| !BUFFER_SUFFIXES.iter().any(|s| k.ends_with(s)))
+            .collect();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        let mut sorted = unused.clone();
+        sorted.sort();
+        Err(ModelError::UnusedTensors {
+            dir: self.dir.clone(),
+            count: sorted.len(),
+            examples: sorted
+                .iter()
+                .take(5)
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+}
+
+/// A position in the weight tree: a store, a key prefix and the target device.
+/// Modules are built by walking down the diffusers names: `w.pp("down_blocks").pp(0)`.
+pub struct Weights<'a, B: Backend> {
+    store: &'a TensorStore,
+    prefix: String,
+    device: B::Device,
+}
+
+impl<B: Backend> Clone for Weights<'_, B> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store,
+            prefix: self.prefix.clone(),
+            device: self.device.clone(),
+        }
+    }
+}
+
+impl<'a, B: Backend> Weights<'a, B> {
+    pub fn new(store: &'a TensorStore, device: &B::Device) -> Self {
+        Self {
+            store,
+            prefix: String::new(),
+            device: device.clone(),
+        }
+    }
+
+    /// One level down: `prefix.name`.
+    pub fn pp(&self, name: impl Display) -> Self {
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        Self {
+            store: self.store,
+            prefix,
+            device: self.device.clone(),
+        }
+    }
+
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    pub fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.store.contains(&self.key(name))
+    }
+
+    /// The tensor `prefix.name`, which must have exactly `shape`.
+    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
+        let values = self.store.read_f32(&self.key(name), &shape, &[])?;
+        Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
+    }
+
+    /// Like [`Weights::tensor`], also accepting `alt` (same values, another layout).
+    pub fn tensor_or_shape<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        alt: &[usize],
+    ) -> Result<Tensor<B, D>> {
+        let values = self.store.read_f32(&self.key(name), &shape, &[alt])?;
+        Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
+    }
+
+    /// A PyTorch `[out, in]` linear weight (optionally stored as `[out, in, 1, 1]`),
+    /// returned as burn's `[in, out]` so the forward pass needs no transpose.
+    pub fn linear_weight(&self, name: &str, d_in: usize, d_out: usize) -> Result<Tensor<B, 2>> {
+        let values =
+            self.store
+                .read_f32(&self.key(name), &[d_out, d_in], &[&[d_out, d_in, 1, 1]])?;
+        let mut transposed = vec![0f32; values.len()];
+        for o in 0..d_out {
+            for i in 0..d_in {
+                transposed[i * d_out + o] = values[o * d_in + i];
+            }
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(transposed, [d_in, d_out]),
+            &self.device,
+        ))
+    }
+}

@@ -1,0 +1,179 @@
+//! The engine against what diffusers/transformers computed with the same
+//! weights (see tests/fixtures/README.md), on two differently configured models.
+//! Tolerances: ids exact; components ≤ 1e-4; pipeline ≤ 2e-3 and ≤ 1 PNG level.
+
+mod common;
+
+use std::ops::ControlFlow;
+
+use burn::prelude::*;
+use byteedit_models::image_io::{read_image, to_luma, to_rgb};
+use byteedit_models::schedulers::{Scheduler, SchedulerKind};
+use byteedit_models::{EditRequest, InitialLatents, InpaintModel};
+use common::{B, Expected, FIXTURES, assert_close, assert_slices_close, fixture};
+
+const COMPONENT_TOL: f32 = 1e-4;
+const PIPELINE_TOL: f32 = 2e-3;
+
+fn load(name: &str) -> InpaintModel<B> {
+    InpaintModel::load(&fixture(name), &Default::default())
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+}
+
+#[test]
+fn tokenizer_ids_are_exact() {
+    for name in FIXTURES {
+        let model = load(name);
+        let expected = Expected::load(name);
+        for (i, prompt) in expected.index.prompts.iter().enumerate() {
+            let ids = model.tokenizer.encode(prompt);
+            assert_eq!(ids, expected.ids(&format!("tokenizer.{i}.input_ids")), "{name}: prompt {prompt:?}");
+        }
+    }
+}
+
+#[test]
+fn text_encoder_matches_reference() {
+    for name in FIXTURES {
+        let model = load(name);
+        let expected = Expected::load(name);
+        for i in 0..expected.index.prompts.len() {
+            let ids = expected.ids(&format!("tokenizer.{i}.input_ids"));
+            let out = model.text_encoder.forward(&[ids], &Default::default());
+            assert_close(
+                &format!("{name} text_encoder.{i}.last_hidden_state"),
+                out.last_hidden_state,
+                expected.tensor(&format!("text_encoder.{i}.last_hidden_state")),
+                COMPONENT_TOL,
+            );
+            assert_close(
+                &format!("{name} text_encoder.{i}.pooler_output"),
+                out.pooler_output,
+                expected.tensor(&format!("text_encoder.{i}.pooler_output")),
+                COMPONENT_TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn vae_matches_reference() {
+    for name in FIXTURES {
+        let model = load(name);
+        let expected = Expected::load(name);
+        let dist = model.vae.encode(expected.tensor("vae.encoder.input"));
+        assert_close(&format!("{name} vae.encoder.mean"), dist.mean, expected.tensor("vae.encoder.mean"), COMPONENT_TOL);
+        assert_close(&format!("{name} vae.encoder.std"), dist.std, expected.tensor("vae.encoder.std"), COMPONENT_TOL);
+        let decoded = model.vae.decode(expected.tensor("vae.decoder.input"));
+        assert_close(&format!("{name} vae.decoder.output"), decoded, expected.tensor("vae.decoder.output"), COMPONENT_TOL);
+    }
+}
+
+#[test]
+fn unet_matches_reference_at_three_timesteps() {
+    for name in FIXTURES {
+        let model = load(name);
+        let expected = Expected::load(name);
+        let sample: Tensor<B, 4> = expected.tensor("unet.sample");
+        let context: Tensor<B, 3> = expected.tensor("unet.encoder_hidden_states");
+        for t in [999, 500, 1] {
+            let out = model.unet.forward(sample.clone(), t as f32, &context);
+            assert_close(&format!("{name} unet.t{t}"), out, expected.tensor(&format!("unet.t{t}.output")), COMPONENT_TOL);
+        }
+    }
+}
+
+#[test]
+fn schedulers_match_reference_runs() {
+    for name in FIXTURES {
+        let model = load(name);
+        let expected = Expected::load(name);
+        for (key, kind) in [("ddim", SchedulerKind::Ddim), ("euler", SchedulerKind::Euler), ("dpmpp_2m", SchedulerKind::DpmSolverPlusPlus2M)] {
+            for steps in [8, 20] {
+                let prefix = format!("scheduler.{key}.{steps}");
+                let what = format!("{name} {prefix}");
+                let mut scheduler = Scheduler::<B>::new(kind, &model.scheduler_config, steps, None).unwrap();
+                let timesteps = expected.numbers(&format!("{prefix}.timesteps"));
+                assert_slices_close(&format!("{what}.timesteps"), scheduler.timesteps(), &timesteps, 1e-3);
+                if expected.has(&format!("{prefix}.sigmas")) {
+                    let (_, sigmas) = expected.f32s(&format!("{prefix}.sigmas"));
+                    let ours = scheduler.sigmas().expect("solver has sigmas");
+                    assert_slices_close(&format!("{what}.sigmas"), ours, &sigmas, 1e-5);
+                }
+                let (_, init) = expected.f32s(&format!("{prefix}.init_noise_sigma"));
+                assert_slices_close(&format!("{what}.init_noise_sigma"), &[scheduler.init_noise_sigma() as f32], &init, 1e-5);
+
+                // The fixture's stand-in model: eps = 0.7 * scaled input + 0.1 * (j % 3).
+                let mut x: Tensor<B, 4> = expected.tensor::<4>(&format!("{prefix}.sample0")).mul_scalar(scheduler.init_noise_sigma());
+                for j in 0..scheduler.timesteps().len() {
+                    let eps = scheduler.scale_model_input(x.clone(), j).mul_scalar(0.7).add_scalar(0.1 * (j % 3) as f64);
+                    x = scheduler.step(eps, j, x);
+                }
+                assert_close(&format!("{what}.final"), x, expected.tensor(&format!("{prefix}.final")), COMPONENT_TOL);
+            }
+        }
+    }
+}
+
+#[test]
+fn masked_image_latents_match_reference() {
+    for name in FIXTURES {
+        let model = load(name);
+        let expected = Expected::load(name);
+        let dir = fixture(name);
+        let image = to_rgb(&read_image(&dir.join("expected_image.png")).unwrap());
+        let mask = to_luma(&read_image(&dir.join("expected_mask.png")).unwrap());
+        let (w, h) = image.dimensions();
+        let keep: Vec<f32> = byteedit_models::image_io::binarize_mask(&mask).iter().map(|m| 1.0 - m).collect();
+        let keep = Tensor::<B, 1>::from_floats(keep.as_slice(), &Default::default()).reshape([1, 1, h as usize, w as usize]);
+        let masked = byteedit_models::image_io::image_to_tensor::<B>(&image, &Default::default()).mul(keep);
+        assert_close(
+            &format!("{name} pipeline.masked_image_latents"),
+            model.encode_latents(masked),
+            expected.tensor("pipeline.masked_image_latents"),
+            COMPONENT_TOL,
+        );
+    }
+}
+
+#[test]
+fn whole_pipeline_matches_reference() {
+    for name in FIXTURES {
+        let model = load(name);
+        let expected = Expected::load(name);
+        let dir = fixture(name);
+        let image = to_rgb(&read_image(&dir.join("expected_image.png")).unwrap());
+        let mask = to_luma(&read_image(&dir.join("expected_mask.png")).unwrap());
+        for case in &expected.index.cases {
+            let (shape, values) = expected.f32s(&format!("pipeline.{}.latents", case.name));
+            let request = EditRequest {
+                image: image.clone(),
+                mask: mask.clone(),
+                prompt: case.prompt.clone(),
+                negative_prompt: None,
+                steps: case.steps,
+                guidance_scale: case.guidance,
+                scheduler: case.scheduler.parse().unwrap(),
+                timestep_spacing: None,
+                seed: 0,
+                latents: Some(InitialLatents { shape, values }),
+            };
+            let mut reported = Vec::new();
+            let output = model
+                .edit(&request, &mut |p| {
+                    reported.push(p.step);
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            assert_eq!(reported, (1..=case.steps).collect::<Vec<_>>(), "progress after every step");
+            let what = format!("{name} pipeline.{}", case.name);
+            let (_, reference) = expected.f32s(&format!("pipeline.{}.output", case.name));
+            assert_slices_close(&what, &output.pixels, &reference, PIPELINE_TOL);
+
+            let png = to_rgb(&read_image(&dir.join(format!("expected_{}.png", case.name))).unwrap());
+            let ours = output.to_rgb8();
+            let worst = ours.as_raw().iter().zip(png.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+            assert!(worst <= 1, "{what}: PNG differs by {worst} levels");
+        }
+    }
+}

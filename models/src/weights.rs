@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use memmap2::Mmap;
+use memmap2::{Mmap, UncheckedAdvice};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{ModelError, Result};
@@ -28,6 +30,14 @@ struct MappedFile {
     mmap: Mmap,
     /// Offset of the tensor data inside the file (8 + header length).
     data_start: usize,
+}
+
+/// Stands in for a checkpoint when benchmarking full-size configs that are not
+/// on disk: answers every request with deterministic random values of the
+/// requested shape and records what was asked for.
+struct Synthetic {
+    rng: RefCell<StdRng>,
+    requested: RefCell<Vec<(String, Vec<usize>)>>,
 }
 
 struct Entry {
@@ -44,6 +54,7 @@ pub struct TensorStore {
     files: Vec<MappedFile>,
     entries: HashMap<String, Entry>,
     used: RefCell<BTreeSet<String>>,
+    synthetic: Option<Synthetic>,
 }
 
 impl TensorStore {
@@ -140,11 +151,59 @@ impl TensorStore {
             files,
             entries,
             used: RefCell::new(BTreeSet::new()),
+            synthetic: None,
         })
+    }
+
+    /// A store with no files that makes up random weights of whatever shape
+    /// the model asks for (1-D `weight`s are ones, biases zeros, other tensors
+    /// uniform in ±1/sqrt(fan-in)), for benchmarks of configs with no checkpoint.
+    pub fn synthetic(seed: u64) -> Self {
+        Self {
+            dir: PathBuf::from("<synthetic>"),
+            files: Vec::new(),
+            entries: HashMap::new(),
+            used: RefCell::new(BTreeSet::new()),
+            synthetic: Some(Synthetic {
+                rng: RefCell::new(StdRng::seed_from_u64(seed)),
+                requested: RefCell::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The keys and shapes a synthetic store was asked for, in order.
+    pub fn requested(&self) -> Vec<(String, Vec<usize>)> {
+        self.synthetic
+            .as_ref()
+            .map(|s| s.requested.borrow().clone())
+            .unwrap_or_default()
+    }
+
+    fn make_up(synthetic: &Synthetic, key: &str, shape: &[usize]) -> Vec<f32> {
+        synthetic
+            .requested
+            .borrow_mut()
+            .push((key.to_string(), shape.to_vec()));
+        let count: usize = shape.iter().product();
+        if shape.len() == 1 {
+            let value = if key.ends_with("weight") { 1.0 } else { 0.0 };
+            return vec![value; count];
+        }
+        let fan_in: usize = shape[1..].iter().product();
+        let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+        let mut rng = synthetic.rng.borrow_mut();
+        (0..count).map(|_| rng.random_range(-bound..bound)).collect()
     }
 
     pub fn contains(&self, key: &str) -> bool {
         self.entries.contains_key(key)
+    }
+
+    /// Every tensor name in the checkpoint, sorted.
+    pub fn keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        keys
     }
 
     /// The stored shape of `key`, if present.
@@ -164,6 +223,9 @@ impl TensorStore {
     /// `accept` lists the shapes allowed besides `expected` (same element count),
     /// for legacy layouts such as 1x1 convolutions stored where linears are expected.
     pub fn read_f32(&self, key: &str, expected: &[usize], accept: &[&[usize]]) -> Result<Vec<f32>> {
+        if let Some(synthetic) = &self.synthetic {
+            return Ok(Self::make_up(synthetic, key, expected));
+        }
         let entry = self.entries.get(key).ok_or_else(|| ModelError::MissingTensor {
             key: key.to_string(),
             files: self.files_list(),
@@ -211,12 +273,27 @@ impl TensorStore {
                 });
             }
         };
+        // The f32 copy is what the model keeps: drop the mapped pages so the
+        // checkpoint does not stay resident next to it.
+        let offset = file.data_start + entry.start;
+        // SAFETY: the range lies inside this read-only file mapping, and
+        // MADV_DONTNEED on a private file mapping only forgets cached pages:
+        // a later read maps them from the file again.
+        if let Err(e) = unsafe {
+            file.mmap
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, offset, entry.end - entry.start)
+        } {
+            tracing::debug!(key, error = %e, "madvise failed; pages stay cached");
+        }
         self.used.borrow_mut().insert(key.to_string());
         Ok(values)
     }
 
     /// Fails if the checkpoint holds tensors the model never read.
     pub fn finish(&self) -> Result<()> {
+        if self.synthetic.is_some() {
+            return Ok(());
+        }
         let used = self.used.borrow();
         let unused: Vec<&String> = self
             .entries
@@ -333,4 +410,48 @@ impl<'a, B: Backend> Weights<'a, B> {
             &self.device,
         ))
     }
+}
+
+/// Element type for [`save_safetensors`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveDtype {
+    F32,
+    F16,
+}
+
+/// Writes named f32 tensors (PyTorch layout) to a safetensors file, as f32 or
+/// f16: for checkpoints the trainer produces and for test and benchmark models.
+pub fn save_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], dtype: SaveDtype) -> Result<()> {
+    let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, shape, values)| {
+            let bytes = match dtype {
+                SaveDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                SaveDtype::F16 => values
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect(),
+            };
+            (name.clone(), shape.clone(), bytes)
+        })
+        .collect();
+    let st_dtype = match dtype {
+        SaveDtype::F32 => Dtype::F32,
+        SaveDtype::F16 => Dtype::F16,
+    };
+    let views = encoded
+        .iter()
+        .map(|(name, shape, bytes)| {
+            safetensors::tensor::TensorView::new(st_dtype, shape.clone(), bytes)
+                .map(|view| (name.clone(), view))
+                .map_err(|e| ModelError::Safetensors {
+                    path: path.to_path_buf(),
+                    message: format!("tensor `{name}`: {e}"),
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize_to_file(views, None, path).map_err(|e| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }

@@ -1,0 +1,248 @@
+//! Engine benchmark: one UNet step (with guidance: batch 2), VAE encode and
+//! decode, and whole 8- and 20-step edits, on the tiny fixture model and on a
+//! full-size SD-1.5-inpainting model with random weights, reporting time and
+//! peak memory (VmHWM, reset before each case). Also: loading the full-size
+//! model from an fp16 checkpoint, and the CPU backend comparison.
+//!
+//! cargo bench -p byteedit-models --features ndarray --bench engine -- \
+//!     --model tiny|sd15 --sizes 64,256 --cases unet,vae_encode,vae_decode,edit8,edit20 \
+//!     --backend flex|ndarray --reps 3 [--json out.json]
+//!
+//! See docs/PERFORMANCE.md for results and for the diffusers comparison.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use byteedit_models::weights::{SaveDtype, TensorStore, Weights, save_safetensors};
+use byteedit_models::{EditRequest, InpaintModel, SchedulerKind};
+use clap::Parser;
+use image::{GrayImage, RgbImage};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// `tiny` (the test fixture) or `sd15` (SD-1.5-inpainting size, random fp16 weights).
+    #[arg(long, default_value = "tiny")]
+    model: String,
+    #[arg(long, value_delimiter = ',', default_value = "64,256")]
+    sizes: Vec<u32>,
+    #[arg(long, value_delimiter = ',', default_value = "load,unet,vae_encode,vae_decode,edit8,edit20")]
+    cases: Vec<String>,
+    #[arg(long, default_value = "flex")]
+    backend: String,
+    /// Timed repetitions after one warm-up (edits at size >= --no-warmup-over skip the warm-up).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    #[arg(long, default_value_t = 512)]
+    no_warmup_over: u32,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    // `cargo bench` passes --bench; accept and ignore it.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+struct Row {
+    case: String,
+    size: u32,
+    mean_s: f64,
+    min_s: f64,
+    reps: usize,
+    peak_rss_mib: f64,
+}
+
+fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Peak resident memory since the last reset, in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Writes the SD-1.5-sized model with random weights as fp16 once, so that
+/// it loads through the same code path as a downloaded checkpoint.
+fn sd15_folder() -> PathBuf {
+    let dir = manifest().join("../target/bench-models/sd15-inpaint-random-fp16");
+    if dir.join("unet/diffusion_pytorch_model.fp16.safetensors").is_file() {
+        return dir;
+    }
+    eprintln!("writing random SD-1.5 weights to {} (once)", dir.display());
+    let configs = manifest().join("benches/sd15-inpaint-config");
+    for sub in ["unet", "vae", "text_encoder", "scheduler", "tokenizer"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::copy(configs.join("model_index.json"), dir.join("model_index.json")).unwrap();
+    for f in ["unet/config.json", "vae/config.json", "text_encoder/config.json", "scheduler/scheduler_config.json"] {
+        std::fs::copy(configs.join(f), dir.join(f)).unwrap();
+    }
+    let tokenizer = manifest().join("tests/fixtures/sd15-inpaint-tiny/tokenizer");
+    for entry in std::fs::read_dir(&tokenizer).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join("tokenizer").join(entry.file_name())).unwrap();
+    }
+    type Cpu = byteedit_models::CpuBackend;
+    let device = Default::default();
+    // Ask each module which tensors it needs, then write those with random values.
+    let write = |component: &str, stem: &str, build: &dyn Fn(&Weights<Cpu>)| {
+        let store = TensorStore::synthetic(1);
+        build(&Weights::new(&store, &device));
+        let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = store
+            .requested()
+            .into_iter()
+            .map(|(key, shape)| {
+                let values = store.read_f32(&key, &shape, &[]).unwrap();
+                (key, shape, values)
+            })
+            .collect();
+        let path = dir.join(component).join(format!("{stem}.fp16.safetensors"));
+        save_safetensors(&path, &tensors, SaveDtype::F16).unwrap();
+    };
+    let unet = byteedit_models::unet_2d::UNetConfig::from_file(&configs.join("unet/config.json")).unwrap();
+    let vae = byteedit_models::vae::VaeConfig::from_file(&configs.join("vae/config.json")).unwrap();
+    let clip = byteedit_models::clip::ClipTextConfig::from_file(&configs.join("text_encoder/config.json")).unwrap();
+    write("unet", "diffusion_pytorch_model", &|w| {
+        byteedit_models::unet_2d::UNet2DConditionModel::load(w, &unet).unwrap();
+    });
+    write("vae", "diffusion_pytorch_model", &|w| {
+        byteedit_models::vae::AutoencoderKL::load(w, &vae).unwrap();
+    });
+    write("text_encoder", "model", &|w| {
+        byteedit_models::clip::ClipTextModel::load(w, &clip).unwrap();
+    });
+    dir
+}
+
+fn time<F: FnMut()>(warmup: bool, reps: usize, mut f: F) -> (f64, f64, f64) {
+    if warmup {
+        f();
+    }
+    reset_peak_rss();
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let mean = times.iter().sum::<f64>() / reps as f64;
+    let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
+    (mean, min, peak_rss_mib())
+}
+
+/// Forces a lazy backend to finish the work.
+fn sync<B: Backend, const D: usize>(t: Tensor<B, D>) {
+    let _ = t.into_data();
+}
+
+fn run<B: Backend>(args: &Args, dir: &Path) -> Vec<Row> {
+    let device: B::Device = Default::default();
+    let mut rows = Vec::new();
+
+    reset_peak_rss();
+    let t = Instant::now();
+    let model = InpaintModel::<B>::load(dir, &device).expect("model loads");
+    let load_s = t.elapsed().as_secs_f64();
+    if args.cases.iter().any(|c| c == "load") {
+        rows.push(Row { case: "load".into(), size: 0, mean_s: load_s, min_s: load_s, reps: 1, peak_rss_mib: peak_rss_mib() });
+    }
+
+    let context_dim = model.unet_config.cross_attention_dim.iter_n(1).next().unwrap();
+    for &size in &args.sizes {
+        let latent = (size / 8) as usize;
+        let s = size as usize;
+        for case in &args.cases {
+            let warm = !(case.starts_with("edit") && size >= args.no_warmup_over);
+            let reps = args.reps;
+            let measured = match case.as_str() {
+                "unet" => {
+                    let x = Tensor::<B, 4>::random([2, 9, latent, latent], Distribution::Normal(0.0, 1.0), &device);
+                    let ctx = Tensor::<B, 3>::random([2, 77, context_dim], Distribution::Normal(0.0, 1.0), &device);
+                    Some(time(warm, reps, || sync(model.unet.forward(x.clone(), 500.0, &ctx))))
+                }
+                "vae_encode" => {
+                    let x = Tensor::<B, 4>::random([1, 3, s, s], Distribution::Uniform(-1.0, 1.0), &device);
+                    Some(time(warm, reps, || sync(model.encode_latents(x.clone()))))
+                }
+                "vae_decode" => {
+                    let z = Tensor::<B, 4>::random([1, 4, latent, latent], Distribution::Normal(0.0, 1.0), &device);
+                    Some(time(warm, reps, || sync(model.decode_latents(z.clone()))))
+                }
+                "edit8" | "edit20" => {
+                    let steps = if case == "edit8" { 8 } else { 20 };
+                    let image = RgbImage::from_fn(size, size, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+                    let mask = GrayImage::from_fn(size, size, |x, y| {
+                        let inside = (size / 4..3 * size / 4).contains(&x) && (size / 4..3 * size / 4).contains(&y);
+                        image::Luma([if inside { 255 } else { 0 }])
+                    });
+                    let request = EditRequest {
+                        image,
+                        mask,
+                        prompt: "a red apple on a wooden table".into(),
+                        negative_prompt: None,
+                        steps,
+                        guidance_scale: 7.5,
+                        scheduler: SchedulerKind::DpmSolverPlusPlus2M,
+                        timestep_spacing: None,
+                        seed: 0,
+                        latents: None,
+                    };
+                    let reps = if size >= args.no_warmup_over { 1 } else { reps };
+                    Some(time(warm, reps, || {
+                        model.edit(&request, &mut |_| ControlFlow::Continue(())).expect("edit runs");
+                    }))
+                }
+                "load" => None,
+                other => panic!("unknown case {other}"),
+            };
+            if let Some((mean_s, min_s, peak)) = measured {
+                let reps = if case.starts_with("edit") && size >= args.no_warmup_over { 1 } else { reps };
+                eprintln!("{case:>10} {size:>4}px  mean {mean_s:8.4}s  min {min_s:8.4}s  peak {peak:8.0} MiB");
+                rows.push(Row { case: case.clone(), size, mean_s, min_s, reps, peak_rss_mib: peak });
+            }
+        }
+    }
+    rows
+}
+
+fn main() {
+    let args = Args::parse();
+    let dir = match args.model.as_str() {
+        "tiny" => manifest().join("tests/fixtures/sd15-inpaint-tiny"),
+        "sd15" => sd15_folder(),
+        other => PathBuf::from(other),
+    };
+    let rows = match args.backend.as_str() {
+        #[cfg(feature = "flex")]
+        "flex" => run::<burn::backend::Flex>(&args, &dir),
+        #[cfg(feature = "ndarray")]
+        "ndarray" => run::<burn::backend::NdArray>(&args, &dir),
+        other => panic!("backend {other} is not compiled in (features: flex, ndarray)"),
+    };
+    println!("| model | backend | case | size | mean s | min s | reps | peak RSS MiB |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {:.4} | {:.4} | {} | {:.0} |",
+            args.model, args.backend, r.case, r.size, r.mean_s, r.min_s, r.reps, r.peak_rss_mib
+        );
+    }
+    if let Some(path) = &args.json {
+        let results: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| serde_json::json!({"case": r.case, "size": r.size, "mean_s": r.mean_s, "min_s": r.min_s, "reps": r.reps, "peak_rss_mib": r.peak_rss_mib}))
+            .collect();
+        let doc = serde_json::json!({"engine": "byteedit", "backend": args.backend, "model": args.model, "results": results});
+        std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    }
+}

@@ -1,0 +1,42 @@
+//! The same modules train: gradients flow through the UNet and the VAE decoder
+//! under `Autodiff<B>`, as feedback fine-tuning will need.
+
+mod common;
+
+use burn::backend::Autodiff;
+use burn::prelude::*;
+use byteedit_models::InpaintModel;
+use common::{B, Expected, fixture};
+
+type AD = Autodiff<B>;
+
+#[test]
+fn gradients_reach_unet_and_vae_weights() {
+    let device = Default::default();
+    let model = InpaintModel::<AD>::load(&fixture("sd15-inpaint-tiny"), &device).unwrap();
+    let expected = Expected::load("sd15-inpaint-tiny");
+    let lift = |t: Tensor<B, 4>| Tensor::<AD, 4>::from_data(t.into_data(), &device);
+    let sample = lift(expected.tensor("unet.sample"));
+    let context: Tensor<B, 3> = expected.tensor("unet.encoder_hidden_states");
+    let context = Tensor::<AD, 3>::from_data(context.into_data(), &device);
+
+    // A PeFL-shaped objective: predict noise, decode, score the image.
+    let noise = model.unet.forward(sample, 500.0, &context);
+    let image = model.decode_latents(noise);
+    let loss = image.powf_scalar(2.0).mean();
+    let grads = loss.backward();
+
+    let norm = |what: &str, grad: Option<Tensor<B, 1>>| {
+        let grad = grad.unwrap_or_else(|| panic!("{what} has no gradient"));
+        let norm: f32 = grad.abs().sum().into_scalar();
+        assert!(norm.is_finite() && norm > 0.0, "{what}: gradient norm {norm}");
+    };
+    norm("unet.conv_in", model.unet.conv_in.weight.grad(&grads).map(|g| g.flatten(0, 3)));
+    norm(
+        "unet.mid attention",
+        model.unet.mid_block.attentions[0].transformer_blocks[0].attn2.to_k.weight.grad(&grads).map(|g| g.flatten(0, 1)),
+    );
+    norm("vae.decoder.conv_out", model.vae.decoder.conv_out.weight.grad(&grads).map(|g| g.flatten(0, 3)));
+    // The text encoder was not part of the graph.
+    assert!(model.text_encoder.final_layer_norm.weight.grad(&grads).is_none());
+}

@@ -14,8 +14,11 @@ for every image size S in `--sizes` (latent S/8):
               centre half, seeded generator
 Each case gets one warm-up run (none for edit cases with S >= --no-warmup-over;
 default 512 for an SD-1.5-size UNet, never for smaller ones), then --reps runs
-timed with time.perf_counter (mean and min reported). The process peak RSS
-(VmHWM, reset through /proc/self/clear_refs before the case) is reported per case.
+timed with time.perf_counter (mean and min reported; with 2 torch threads on 2
+cores any other busy process, e.g. a cargo build, causes multi-second stalls, so
+run on an otherwise idle machine; the load average at start is recorded). The
+process peak RSS (VmHWM, reset via /proc/self/clear_refs before the case) is
+reported per case.
 
 --model-dir is a diffusers StableDiffusionInpaintPipeline folder. With weights
 (*.safetensors / *.bin) it is loaded with from_pretrained; with config files only

@@ -17,6 +17,7 @@ use std::sync::{Mutex, OnceLock};
 
 use regex::Regex;
 use serde_json::Value;
+use unicode_normalization::UnicodeNormalization;
 
 use crate::error::{ModelError, Result};
 
@@ -476,6 +477,9 @@ fn clean_text(text: &str) -> String {
         }
     }
 
+    // ftfy (and the fast tokenizer's normalizer) compose characters with NFC,
+    // so "e" + combining accent and "é" give the same tokens.
+    let fixed: String = fixed.nfc().collect();
     let mut out = String::with_capacity(fixed.len());
     for word in fixed.split(char::is_whitespace).filter(|w| !w.is_empty()) {
         if !out.is_empty() {
@@ -743,6 +747,7 @@ mod tests {
         assert_eq!(tok.encode("\u{fb01}sh"), tok.encode("fish"));
         assert_eq!(tok.encode("\u{1b}[31mred\u{1b}[0m"), tok.encode("red"));
         assert_eq!(clean_text("<b>&amp;</b>"), "<b>&amp;</b>");
+        assert_eq!(clean_text("cafe\u{301}"), clean_text("café"));
         assert_eq!(
             clean_text("a &amp; b &#39;c&#x27; &bogus;"),
             "a & b 'c' &bogus;"

@@ -52,6 +52,14 @@ impl Expected {
         Self { bytes, index }
     }
 
+    /// Only the tensors of a safetensors file (no `expected.json`).
+    pub fn tensors_only(path: &Path) -> Self {
+        Self {
+            bytes: std::fs::read(path).expect("reference tensors"),
+            index: ExpectedIndex { prompts: Vec::new(), cases: Vec::new() },
+        }
+    }
+
     fn view(&self, name: &str) -> (Vec<usize>, Dtype, Vec<u8>) {
         let st = SafeTensors::deserialize(&self.bytes).expect("valid safetensors");
         let t = st.tensor(name).unwrap_or_else(|_| panic!("missing expected tensor {name}"));

@@ -124,11 +124,11 @@ fn sd15_folder() -> PathBuf {
     dir
 }
 
+/// Peak memory covers the warm-up and the timed runs (as the diffusers script).
 fn time<F: FnMut()>(warmup: bool, reps: usize, mut f: F) -> (f64, f64, f64) {
     if warmup {
         f();
     }
-    reset_peak_rss();
     let mut times = Vec::with_capacity(reps);
     for _ in 0..reps {
         let t = Instant::now();
@@ -163,6 +163,7 @@ fn run<B: Backend>(args: &Args, dir: &Path) -> Vec<Row> {
         let s = size as usize;
         for case in &args.cases {
             let warm = !(case.starts_with("edit") && size >= args.no_warmup_over);
+            reset_peak_rss();
             let reps = args.reps;
             let measured = match case.as_str() {
                 "unet" => {

@@ -203,7 +203,7 @@ impl<B: Backend> InpaintModel<B> {
         )?;
         let noise = match &request.latents {
             Some(l) => {
-                l.check_shape([1, channels, lh, lw])?;
+                l.check_shape([1, channels, lh, lw], sf)?;
                 l.values.clone()
             }
             None => gaussian_noise(request.seed, channels * lh * lw),
@@ -336,13 +336,12 @@ impl InitialLatents {
         Ok(Self { shape, values })
     }
 
-    fn check_shape(&self, expected: [usize; 4]) -> Result<()> {
+    fn check_shape(&self, expected: [usize; 4], scale_factor: usize) -> Result<()> {
         if self.shape != expected {
             return Err(ModelError::InvalidInput(format!(
                 "initial latents have shape {:?}, but this image and model need {expected:?} \
-                 ([1, latent channels, height / {f}, width / {f}])",
-                self.shape,
-                f = "vae scale factor"
+                 ([1, latent channels, height / {scale_factor}, width / {scale_factor}])",
+                self.shape
             )));
         }
         Ok(())

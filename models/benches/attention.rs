@@ -1,0 +1,73 @@
+//! Attention at the shapes the UNet runs: burn's fused `attention` op (what the
+//! engine uses) against the classic two-matmul form, sliced over query rows.
+//! Measured on flex: the fused op wins (docs/PERFORMANCE.md), so it stays.
+//!
+//! cargo bench -p byteedit-models --bench attention
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::ops::AttentionModuleOptions;
+use byteedit_models::CpuBackend as B;
+use burn::tensor::activation::softmax;
+
+/// softmax(q kᵀ / sqrt(d)) v with two matmuls per slice of at most 16 Mi scores.
+fn sliced_attention(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, h, n_q, d] = q.dims();
+    let n_k = k.dims()[2];
+    let k_t = k.swap_dims(2, 3);
+    let rows = ((16 << 20) / (b * h * n_k)).clamp(1, n_q);
+    let slices = (0..n_q)
+        .step_by(rows)
+        .map(|start| {
+            let q = q.clone().narrow(2, start, rows.min(n_q - start));
+            softmax(q.matmul(k_t.clone()).mul_scalar((d as f64).powf(-0.5)), 3).matmul(v.clone())
+        })
+        .collect();
+    Tensor::cat(slices, 2)
+}
+
+fn best_of<F: FnMut() -> Tensor<B, 4>>(reps: usize, mut f: F) -> f64 {
+    let _ = f().into_data();
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            let _ = f().into_data();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn main() {
+    let device = Default::default();
+    // [batch (guidance), heads, query tokens, key tokens, dim_head]
+    let shapes = [
+        ("SD-1.5 512px level 1 self", [2, 8, 4096, 4096, 40]),
+        ("SD-1.5 512px level 1 cross", [2, 8, 4096, 77, 40]),
+        ("SD-1.5 512px level 2 self", [2, 8, 1024, 1024, 80]),
+        ("SD-1.5 256px level 1 self", [2, 8, 1024, 1024, 40]),
+        ("tiny 512px level 1 self", [2, 8, 4096, 4096, 4]),
+    ];
+    println!("| shape | fused s | sliced s | fused / sliced | max abs diff |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (name, [b, h, nq, nk, d]) in shapes {
+        let q = Tensor::<B, 4>::random([b, h, nq, d], Distribution::Normal(0.0, 1.0), &device);
+        let k = Tensor::<B, 4>::random([b, h, nk, d], Distribution::Normal(0.0, 1.0), &device);
+        let v = Tensor::<B, 4>::random([b, h, nk, d], Distribution::Normal(0.0, 1.0), &device);
+        let fused = || {
+            burn::tensor::module::attention(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                None,
+                None,
+                AttentionModuleOptions { scale: None, softcap: None, is_causal: false },
+            )
+        };
+        let sliced = || sliced_attention(q.clone(), k.clone(), v.clone());
+        let diff: f32 = (fused() - sliced()).abs().max().into_scalar();
+        let (tf, ts) = (best_of(2, fused), best_of(2, sliced));
+        println!("| {name} {:?} | {tf:.3} | {ts:.3} | {:.1}x | {diff:.1e} |", [b, h, nq, nk, d], tf / ts);
+    }
+}

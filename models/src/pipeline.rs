@@ -155,6 +155,22 @@ impl<B: Backend> InpaintModel<B> {
             .clamp(0.0, 1.0)
     }
 
+    /// The inpainting condition for an image and its mask (same size): the mask
+    /// binarised at 0.5 and resized to the latent grid (nearest), `[1, 1, h, w]`,
+    /// and the latents of the image with the masked pixels blanked, `[1, C, h, w]`.
+    pub fn mask_condition(&self, image: &RgbImage, mask: &GrayImage) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let (width, height) = (image.width() as usize, image.height() as usize);
+        let sf = self.vae_scale_factor();
+        let (lw, lh) = (width / sf, height / sf);
+        let mask = binarize_mask(mask);
+        let keep: Vec<f32> = mask.iter().map(|m| 1.0 - m).collect();
+        let keep = Tensor::<B, 4>::from_data(TensorData::new(keep, [1, 1, height, width]), &self.device);
+        let masked_latents = self.encode_latents(image_to_tensor::<B>(image, &self.device).mul(keep));
+        let mask_latent = resize_nearest(&mask, (width, height), (lw, lh));
+        let mask_latent = Tensor::<B, 4>::from_data(TensorData::new(mask_latent, [1, 1, lh, lw]), &self.device);
+        (mask_latent, masked_latents)
+    }
+
     /// Checks that an image of this size can go through the VAE and UNet.
     pub fn check_size(&self, width: u32, height: u32) -> Result<()> {
         let sf = self.vae_scale_factor() as u32;
@@ -222,15 +238,7 @@ impl<B: Backend> InpaintModel<B> {
 
         // 2. mask and masked-image latents
         let t0 = Instant::now();
-        let mask = binarize_mask(&request.mask);
-        let keep: Vec<f32> = mask.iter().map(|m| 1.0 - m).collect();
-        let keep = Tensor::<B, 1>::from_data(TensorData::new(keep, [height as usize * width as usize]), &self.device)
-            .reshape([1, 1, height as usize, width as usize]);
-        let masked_image = image_to_tensor::<B>(&request.image, &self.device).mul(keep);
-        let masked_latents = self.encode_latents(masked_image);
-        let mask_latent = resize_nearest(&mask, (width as usize, height as usize), (lw, lh));
-        let mask_latent =
-            Tensor::<B, 4>::from_data(TensorData::new(mask_latent, [1, 1, lh, lw]), &self.device);
+        let (mask_latent, masked_latents) = self.mask_condition(&request.image, &request.mask);
         let batch = if guided { 2 } else { 1 };
         let condition = Tensor::cat(vec![mask_latent, masked_latents], 1).repeat_dim(0, batch);
         let vae_encode = t0.elapsed();

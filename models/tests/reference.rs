@@ -7,7 +7,7 @@ mod common;
 use std::ops::ControlFlow;
 
 use burn::prelude::*;
-use byteedit_models::image_io::{read_image, to_luma, to_rgb};
+use byteedit_models::image_io::{read_image, to_rgb};
 use byteedit_models::schedulers::{Scheduler, SchedulerKind};
 use byteedit_models::{EditRequest, InitialLatents, InpaintModel};
 use common::{B, Expected, FIXTURES, assert_close, assert_slices_close, fixture};
@@ -120,16 +120,11 @@ fn masked_image_latents_match_reference() {
     for name in FIXTURES {
         let model = load(name);
         let expected = Expected::load(name);
-        let dir = fixture(name);
-        let image = to_rgb(&read_image(&dir.join("expected_image.png")).unwrap());
-        let mask = to_luma(&read_image(&dir.join("expected_mask.png")).unwrap());
-        let (w, h) = image.dimensions();
-        let keep: Vec<f32> = byteedit_models::image_io::binarize_mask(&mask).iter().map(|m| 1.0 - m).collect();
-        let keep = Tensor::<B, 1>::from_floats(keep.as_slice(), &Default::default()).reshape([1, 1, h as usize, w as usize]);
-        let masked = byteedit_models::image_io::image_to_tensor::<B>(&image, &Default::default()).mul(keep);
+        let (image, mask) = common::inputs(&fixture(name));
+        let (_, masked) = model.mask_condition(&image, &mask);
         assert_close(
             &format!("{name} pipeline.masked_image_latents"),
-            model.encode_latents(masked),
+            masked,
             expected.tensor("pipeline.masked_image_latents"),
             COMPONENT_TOL,
         );
@@ -142,8 +137,7 @@ fn whole_pipeline_matches_reference() {
         let model = load(name);
         let expected = Expected::load(name);
         let dir = fixture(name);
-        let image = to_rgb(&read_image(&dir.join("expected_image.png")).unwrap());
-        let mask = to_luma(&read_image(&dir.join("expected_mask.png")).unwrap());
+        let (image, mask) = common::inputs(&dir);
         for case in &expected.index.cases {
             let (shape, values) = expected.f32s(&format!("pipeline.{}.latents", case.name));
             let request = EditRequest {
@@ -175,5 +169,49 @@ fn whole_pipeline_matches_reference() {
             let worst = ours.as_raw().iter().zip(png.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
             assert!(worst <= 1, "{what}: PNG differs by {worst} levels");
         }
+    }
+}
+
+/// Latents that do not halve evenly (5x9 through three downsamplings, 9x5
+/// through two): the up path must resize to the skips' sizes as diffusers does.
+#[test]
+fn odd_latent_sizes_match_reference() {
+    #[derive(serde::Deserialize)]
+    struct OddCase {
+        scheduler: String,
+        steps: usize,
+        guidance: f64,
+        prompt: String,
+    }
+    for name in FIXTURES {
+        let model = load(name);
+        let dir = fixture("odd-sizes").join(name);
+        let case: OddCase = serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+        let expected = Expected::tensors_only(&dir.join("expected.safetensors"));
+        let out = model.unet.forward(
+            expected.tensor("unet.sample"),
+            500.0,
+            &expected.tensor("unet.encoder_hidden_states"),
+        );
+        assert_close(&format!("{name} odd unet"), out, expected.tensor("unet.t500.output"), COMPONENT_TOL);
+
+        let image = to_rgb(&read_image(&dir.join("image.png")).unwrap());
+        let mask = byteedit_models::image_io::to_luma(&read_image(&dir.join("mask.png")).unwrap());
+        let (shape, values) = expected.f32s("pipeline.latents");
+        let request = EditRequest {
+            image,
+            mask,
+            prompt: case.prompt,
+            negative_prompt: None,
+            steps: case.steps,
+            guidance_scale: case.guidance,
+            scheduler: case.scheduler.parse().unwrap(),
+            timestep_spacing: None,
+            seed: 0,
+            latents: Some(InitialLatents { shape, values }),
+        };
+        let output = model.edit(&request, &mut |_| ControlFlow::Continue(())).unwrap();
+        let (_, reference) = expected.f32s("pipeline.output");
+        assert_slices_close(&format!("{name} odd pipeline"), &output.pixels, &reference, PIPELINE_TOL);
     }
 }

@@ -3,7 +3,7 @@
 
 use burn::prelude::*;
 
-use super::{NoiseSchedule, PredictionType, SchedulerConfig, TimestepSpacing, arange_down, linspace_f64, round_even};
+use super::{NoiseSchedule, PredictionType, SchedulerConfig, TimestepSpacing, spaced_timesteps};
 
 pub struct DdimScheduler {
     pub timesteps: Vec<f32>,
@@ -18,24 +18,7 @@ pub struct DdimScheduler {
 impl DdimScheduler {
     pub fn new(config: &SchedulerConfig, schedule: NoiseSchedule, steps: usize, spacing: TimestepSpacing) -> Self {
         let n = config.num_train_timesteps;
-        let timesteps: Vec<i64> = match spacing {
-            TimestepSpacing::Linspace => linspace_f64(0.0, (n - 1) as f64, steps)
-                .into_iter()
-                .rev()
-                .map(|t| round_even(t) as i64)
-                .collect(),
-            TimestepSpacing::Leading => {
-                let ratio = n / steps;
-                (0..steps)
-                    .rev()
-                    .map(|i| (i * ratio + config.steps_offset) as i64)
-                    .collect()
-            }
-            TimestepSpacing::Trailing => arange_down(n as f64, 0.0, n as f64 / steps as f64)
-                .into_iter()
-                .map(|t| round_even(t) as i64 - 1)
-                .collect(),
-        };
+        let timesteps = spaced_timesteps(spacing, config, steps, true, false);
         let final_alpha_cumprod = if config.set_alpha_to_one {
             1.0
         } else {

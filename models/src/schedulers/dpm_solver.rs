@@ -5,7 +5,7 @@
 
 use burn::prelude::*;
 
-use super::{NoiseSchedule, PredictionType, SchedulerConfig, TimestepSpacing, arange_down, interp, linspace_f64, round_even};
+use super::{NoiseSchedule, PredictionType, SchedulerConfig, TimestepSpacing, interp, spaced_timesteps};
 
 pub struct DpmSolverMultistepScheduler<B: Backend> {
     pub timesteps: Vec<f32>,
@@ -29,30 +29,8 @@ fn lambda(s: f64) -> f64 {
 
 impl<B: Backend> DpmSolverMultistepScheduler<B> {
     pub fn new(config: &SchedulerConfig, schedule: NoiseSchedule, steps: usize, spacing: TimestepSpacing) -> Self {
-        let n = config.num_train_timesteps;
-        // With lambda_min_clipped = -inf no timestep is clipped: last = n.
-        let timesteps: Vec<i64> = match spacing {
-            TimestepSpacing::Linspace => {
-                let mut t: Vec<i64> = linspace_f64(0.0, (n - 1) as f64, steps + 1)
-                    .into_iter()
-                    .rev()
-                    .map(|t| round_even(t) as i64)
-                    .collect();
-                t.pop();
-                t
-            }
-            TimestepSpacing::Leading => {
-                let ratio = n / (steps + 1);
-                (1..=steps)
-                    .rev()
-                    .map(|i| (i * ratio + config.steps_offset) as i64)
-                    .collect()
-            }
-            TimestepSpacing::Trailing => arange_down(n as f64, 0.0, n as f64 / steps as f64)
-                .into_iter()
-                .map(|t| round_even(t) as i64 - 1)
-                .collect(),
-        };
+        // With lambda_min_clipped = -inf no timestep is clipped.
+        let timesteps = spaced_timesteps(spacing, config, steps, true, true);
         let train_sigmas = schedule.sigmas();
         let mut sigmas: Vec<f32> = timesteps
             .iter()

@@ -3,7 +3,7 @@
 
 use burn::prelude::*;
 
-use super::{NoiseSchedule, PredictionType, SchedulerConfig, TimestepSpacing, arange_down, interp, linspace_f64, round_even};
+use super::{NoiseSchedule, PredictionType, SchedulerConfig, TimestepSpacing, interp, spaced_timesteps};
 
 pub struct EulerDiscreteScheduler {
     pub timesteps: Vec<f32>,
@@ -14,25 +14,10 @@ pub struct EulerDiscreteScheduler {
 
 impl EulerDiscreteScheduler {
     pub fn new(config: &SchedulerConfig, schedule: NoiseSchedule, steps: usize, spacing: TimestepSpacing) -> Self {
-        let n = config.num_train_timesteps;
-        let timesteps: Vec<f32> = match spacing {
-            TimestepSpacing::Linspace => linspace_f64(0.0, (n - 1) as f64, steps)
-                .into_iter()
-                .rev()
-                .map(|t| t as f32)
-                .collect(),
-            TimestepSpacing::Leading => {
-                let ratio = n / steps;
-                (0..steps)
-                    .rev()
-                    .map(|i| (i * ratio) as f32 + config.steps_offset as f32)
-                    .collect()
-            }
-            TimestepSpacing::Trailing => arange_down(n as f64, 0.0, n as f64 / steps as f64)
-                .into_iter()
-                .map(|t| round_even(t) as f32 - 1.0)
-                .collect(),
-        };
+        let timesteps: Vec<f32> = spaced_timesteps(spacing, config, steps, false, false)
+            .into_iter()
+            .map(|t| t as f32)
+            .collect();
         let train_sigmas = schedule.sigmas();
         let mut sigmas: Vec<f32> = timesteps
             .iter()

@@ -333,6 +333,41 @@ fn round_even(x: f64) -> f64 {
     x.round_ties_even()
 }
 
+/// The inference timesteps, noisiest first, as diffusers' `set_timesteps`
+/// spaces them. DPM-Solver spaces `steps + 1` points for `leading` and
+/// `linspace` and drops the last (`one_extra`); Euler keeps `linspace`
+/// timesteps fractional (`round_linspace = false`).
+fn spaced_timesteps(
+    spacing: TimestepSpacing,
+    config: &SchedulerConfig,
+    steps: usize,
+    round_linspace: bool,
+    one_extra: bool,
+) -> Vec<f64> {
+    let n = config.num_train_timesteps;
+    let count = if one_extra { steps + 1 } else { steps };
+    let mut timesteps: Vec<f64> = match spacing {
+        TimestepSpacing::Linspace => linspace_f64(0.0, (n - 1) as f64, count)
+            .into_iter()
+            .rev()
+            .map(|t| if round_linspace { round_even(t) } else { t })
+            .collect(),
+        TimestepSpacing::Leading => {
+            let ratio = n / count;
+            (0..count)
+                .rev()
+                .map(|i| (i * ratio + config.steps_offset) as f64)
+                .collect()
+        }
+        TimestepSpacing::Trailing => arange_down(n as f64, 0.0, n as f64 / steps as f64)
+            .into_iter()
+            .map(|t| round_even(t) - 1.0)
+            .collect(),
+    };
+    timesteps.truncate(steps);
+    timesteps
+}
+
 /// One configured solver for one run: its timesteps, plus any state carried
 /// between steps. Build a fresh one per edit.
 pub enum Scheduler<B: Backend> {

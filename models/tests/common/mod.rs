@@ -35,6 +35,14 @@ pub struct ExpectedIndex {
     pub cases: Vec<Case>,
 }
 
+/// A fixture's pipeline inputs: `expected_image.png` and `expected_mask.png`.
+pub fn inputs(dir: &Path) -> (image::RgbImage, image::GrayImage) {
+    use byteedit_models::image_io::{read_image, to_luma, to_rgb};
+    let image = to_rgb(&read_image(&dir.join("expected_image.png")).expect("fixture image"));
+    let mask = to_luma(&read_image(&dir.join("expected_mask.png")).expect("fixture mask"));
+    (image, mask)
+}
+
 /// `expected.safetensors` + `expected.json` of one fixture.
 pub struct Expected {
     bytes: Vec<u8>,

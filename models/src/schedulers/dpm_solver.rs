@@ -5,7 +5,7 @@
 
 use burn::prelude::*;
 
-use super::{NoiseSchedule, PredictionType, SchedulerConfig, TimestepSpacing, interp, spaced_timesteps};
+use super::{NoiseSchedule, PredictionType, SchedulerConfig, TimestepSpacing, spaced_timesteps};
 
 pub struct DpmSolverMultistepScheduler<B: Backend> {
     pub timesteps: Vec<f32>,
@@ -31,12 +31,7 @@ impl<B: Backend> DpmSolverMultistepScheduler<B> {
     pub fn new(config: &SchedulerConfig, schedule: NoiseSchedule, steps: usize, spacing: TimestepSpacing) -> Self {
         // With lambda_min_clipped = -inf no timestep is clipped.
         let timesteps = spaced_timesteps(spacing, config, steps, true, true);
-        let train_sigmas = schedule.sigmas();
-        let mut sigmas: Vec<f32> = timesteps
-            .iter()
-            .map(|&t| interp(t as f64, &train_sigmas) as f32)
-            .collect();
-        sigmas.push(0.0);
+        let sigmas = schedule.sigmas_at(&timesteps);
         Self {
             timesteps: timesteps.iter().map(|&t| t as f32).collect(),
             sigmas,

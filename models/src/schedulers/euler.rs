@@ -3,7 +3,7 @@
 
 use burn::prelude::*;
 
-use super::{NoiseSchedule, PredictionType, SchedulerConfig, TimestepSpacing, interp, spaced_timesteps};
+use super::{NoiseSchedule, PredictionType, SchedulerConfig, TimestepSpacing, spaced_timesteps};
 
 pub struct EulerDiscreteScheduler {
     pub timesteps: Vec<f32>,
@@ -14,16 +14,9 @@ pub struct EulerDiscreteScheduler {
 
 impl EulerDiscreteScheduler {
     pub fn new(config: &SchedulerConfig, schedule: NoiseSchedule, steps: usize, spacing: TimestepSpacing) -> Self {
-        let timesteps: Vec<f32> = spaced_timesteps(spacing, config, steps, false, false)
-            .into_iter()
-            .map(|t| t as f32)
-            .collect();
-        let train_sigmas = schedule.sigmas();
-        let mut sigmas: Vec<f32> = timesteps
-            .iter()
-            .map(|&t| interp(t as f64, &train_sigmas) as f32)
-            .collect();
-        sigmas.push(0.0);
+        let timesteps = spaced_timesteps(spacing, config, steps, false, false);
+        let sigmas = schedule.sigmas_at(&timesteps);
+        let timesteps = timesteps.iter().map(|&t| t as f32).collect();
         Self {
             timesteps,
             sigmas,

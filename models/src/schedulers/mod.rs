@@ -273,12 +273,18 @@ impl NoiseSchedule {
         Ok(Self { alphas_cumprod })
     }
 
-    /// Karras-style sigma of every training timestep: `sqrt((1 - ᾱ) / ᾱ)`, in f32.
-    fn sigmas(&self) -> Vec<f32> {
-        self.alphas_cumprod
+    /// The sigma `sqrt((1 - ᾱ) / ᾱ)` at each (possibly fractional) timestep,
+    /// linearly interpolated between training timesteps as diffusers' Euler and
+    /// DPM-Solver do, followed by the final sigma 0.
+    fn sigmas_at(&self, timesteps: &[f64]) -> Vec<f32> {
+        let train: Vec<f32> = self
+            .alphas_cumprod
             .iter()
             .map(|&a| ((1f32 - a) / a).sqrt())
-            .collect()
+            .collect();
+        let mut sigmas: Vec<f32> = timesteps.iter().map(|&t| interp(t, &train) as f32).collect();
+        sigmas.push(0.0);
+        sigmas
     }
 }
 

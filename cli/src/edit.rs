@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use burn::prelude::Backend;
 use byteedit_models::image_io::{read_image, to_luma, to_rgb, write_png};
-use byteedit_models::{EditRequest, InitialLatents, InpaintModel, ModelError, SchedulerKind, TimestepSpacing};
+use byteedit_models::{
+    EditRequest, InitialLatents, InpaintModel, ModelError, SchedulerKind, TimestepSpacing,
+};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -112,9 +114,11 @@ fn run_on<B: Backend>(args: &EditArgs, device: &B::Device) -> Result<(), ModelEr
     };
     // indicatif draws only when stderr is a terminal.
     let bar = ProgressBar::new(args.steps as u64).with_style(
-        ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {elapsed} eta {eta} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} step {pos}/{len} [{bar:30}] {elapsed} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     let output = model.edit(&request, &mut |p| {
         bar.set_length(p.total as u64);

@@ -30,8 +30,15 @@ fn failing(extra: &[&str], image: &Path, mask: &Path) -> String {
     let out_png = dir.path().join("out.png");
     let model = fixture();
     let mut args = vec![
-        "edit", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(),
-        "--mask", mask.to_str().unwrap(), "--out", out_png.to_str().unwrap(),
+        "edit",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--mask",
+        mask.to_str().unwrap(),
+        "--out",
+        out_png.to_str().unwrap(),
     ];
     if !extra.contains(&"--steps") {
         args.extend_from_slice(&["--steps", "2"]);
@@ -39,8 +46,14 @@ fn failing(extra: &[&str], image: &Path, mask: &Path) -> String {
     args.extend_from_slice(extra);
     let out = byteedit(&args);
     let err = stderr(&out);
-    assert!(!out.status.success(), "expected failure, got success: {err}");
-    assert!(!err.contains("panicked"), "panicked instead of an error: {err}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
+    assert!(
+        !err.contains("panicked"),
+        "panicked instead of an error: {err}"
+    );
     assert!(!out_png.exists(), "no output may be written on failure");
     err
 }
@@ -55,26 +68,52 @@ fn edit_reproduces_the_diffusers_pipeline_from_given_latents() {
     let shape = expected.shape(key).unwrap().to_vec();
     let values = expected.read_f32(key, &shape, &[]).unwrap();
     let latents = dir.path().join("latents.safetensors");
-    save_safetensors(&latents, &[("latents".into(), shape, values)], SaveDtype::F32).unwrap();
+    save_safetensors(
+        &latents,
+        &[("latents".into(), shape, values)],
+        SaveDtype::F32,
+    )
+    .unwrap();
     let out_png = dir.path().join("edited.png");
 
     let out = byteedit(&[
-        "edit", "--model", f.to_str().unwrap(),
-        "--image", f.join("expected_image.png").to_str().unwrap(),
-        "--mask", f.join("expected_mask.png").to_str().unwrap(),
-        "--prompt", "a red apple on a wooden table",
-        "--steps", "8", "--guidance", "7.5", "--scheduler", "ddim",
-        "--latents", latents.to_str().unwrap(),
-        "--out", out_png.to_str().unwrap(),
+        "edit",
+        "--model",
+        f.to_str().unwrap(),
+        "--image",
+        f.join("expected_image.png").to_str().unwrap(),
+        "--mask",
+        f.join("expected_mask.png").to_str().unwrap(),
+        "--prompt",
+        "a red apple on a wooden table",
+        "--steps",
+        "8",
+        "--guidance",
+        "7.5",
+        "--scheduler",
+        "ddim",
+        "--latents",
+        latents.to_str().unwrap(),
+        "--out",
+        out_png.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let summary = String::from_utf8_lossy(&out.stdout);
-    assert!(summary.contains("edited 64x64") && summary.contains("8 steps"), "{summary}");
+    assert!(
+        summary.contains("edited 64x64") && summary.contains("8 steps"),
+        "{summary}"
+    );
 
     let ours = to_rgb(&read_image(&out_png).unwrap());
     let reference = to_rgb(&read_image(&f.join("expected_ddim_8_cfg.png")).unwrap());
     assert_eq!(ours.dimensions(), reference.dimensions());
-    let worst = ours.as_raw().iter().zip(reference.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+    let worst = ours
+        .as_raw()
+        .iter()
+        .zip(reference.as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
     assert!(worst <= 1, "differs from diffusers by {worst} levels");
 }
 
@@ -85,11 +124,23 @@ fn seeded_edits_are_repeatable_and_seeds_differ() {
     let run = |seed: &str, name: &str| {
         let out_png = dir.path().join(name);
         let out = byteedit(&[
-            "edit", "--model", f.to_str().unwrap(),
-            "--image", f.join("expected_image.png").to_str().unwrap(),
-            "--mask", f.join("expected_mask.png").to_str().unwrap(),
-            "--steps", "3", "--guidance", "1", "--seed", seed, "--scheduler", "euler",
-            "--out", out_png.to_str().unwrap(),
+            "edit",
+            "--model",
+            f.to_str().unwrap(),
+            "--image",
+            f.join("expected_image.png").to_str().unwrap(),
+            "--mask",
+            f.join("expected_mask.png").to_str().unwrap(),
+            "--steps",
+            "3",
+            "--guidance",
+            "1",
+            "--seed",
+            seed,
+            "--scheduler",
+            "euler",
+            "--out",
+            out_png.to_str().unwrap(),
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
         std::fs::read(out_png).unwrap()
@@ -116,14 +167,20 @@ fn bad_inputs_get_errors_that_say_what_to_fix() {
     let small_mask = dir.path().join("small_mask.png");
     image::GrayImage::new(32, 32).save(&small_mask).unwrap();
     let err = failing(&[], &image, &small_mask);
-    assert!(err.contains("32x32") && err.contains("64x64") && err.contains("same size"), "{err}");
+    assert!(
+        err.contains("32x32") && err.contains("64x64") && err.contains("same size"),
+        "{err}"
+    );
 
     let odd = dir.path().join("odd.png");
     let odd_mask = dir.path().join("odd_mask.png");
     image::RgbImage::new(60, 44).save(&odd).unwrap();
     image::GrayImage::new(60, 44).save(&odd_mask).unwrap();
     let err = failing(&[], &odd, &odd_mask);
-    assert!(err.contains("multiples of 8") && err.contains("56x40"), "{err}");
+    assert!(
+        err.contains("multiples of 8") && err.contains("56x40"),
+        "{err}"
+    );
 
     let err = failing(&["--scheduler", "heun"], &image, &mask);
     assert!(err.contains("ddim, euler, dpmpp-2m"), "{err}");
@@ -132,9 +189,21 @@ fn bad_inputs_get_errors_that_say_what_to_fix() {
     assert!(err.contains("`steps` must be between 1 and 1000"), "{err}");
 
     let wrong_latents = dir.path().join("wrong.safetensors");
-    save_safetensors(&wrong_latents, &[("latents".into(), vec![1, 4, 4, 4], vec![0.0; 64])], SaveDtype::F32).unwrap();
-    let err = failing(&["--latents", wrong_latents.to_str().unwrap()], &image, &mask);
-    assert!(err.contains("[1, 4, 4, 4]") && err.contains("[1, 4, 8, 8]"), "{err}");
+    save_safetensors(
+        &wrong_latents,
+        &[("latents".into(), vec![1, 4, 4, 4], vec![0.0; 64])],
+        SaveDtype::F32,
+    )
+    .unwrap();
+    let err = failing(
+        &["--latents", wrong_latents.to_str().unwrap()],
+        &image,
+        &mask,
+    );
+    assert!(
+        err.contains("[1, 4, 4, 4]") && err.contains("[1, 4, 8, 8]"),
+        "{err}"
+    );
 
     let err = failing(&["--device", "tpu"], &image, &mask);
     assert!(err.contains("cpu, cuda"), "{err}");
@@ -145,11 +214,20 @@ fn a_missing_model_folder_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let f = fixture();
     let out = byteedit(&[
-        "edit", "--model", dir.path().join("no-model").to_str().unwrap(),
-        "--image", f.join("expected_image.png").to_str().unwrap(),
-        "--mask", f.join("expected_mask.png").to_str().unwrap(),
-        "--out", dir.path().join("o.png").to_str().unwrap(),
+        "edit",
+        "--model",
+        dir.path().join("no-model").to_str().unwrap(),
+        "--image",
+        f.join("expected_image.png").to_str().unwrap(),
+        "--mask",
+        f.join("expected_mask.png").to_str().unwrap(),
+        "--out",
+        dir.path().join("o.png").to_str().unwrap(),
     ]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("no-model") && stderr(&out).contains("model_index.json"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no-model") && stderr(&out).contains("model_index.json"),
+        "{}",
+        stderr(&out)
+    );
 }

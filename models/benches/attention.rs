@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use burn::tensor::activation::softmax;
 use burn::tensor::ops::AttentionModuleOptions;
 use byteedit_models::CpuBackend as B;
-use burn::tensor::activation::softmax;
 
 /// softmax(q kᵀ / sqrt(d)) v with two matmuls per slice of at most 16 Mi scores.
 fn sliced_attention(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -62,12 +62,20 @@ fn main() {
                 v.clone(),
                 None,
                 None,
-                AttentionModuleOptions { scale: None, softcap: None, is_causal: false },
+                AttentionModuleOptions {
+                    scale: None,
+                    softcap: None,
+                    is_causal: false,
+                },
             )
         };
         let sliced = || sliced_attention(q.clone(), k.clone(), v.clone());
         let diff: f32 = (fused() - sliced()).abs().max().into_scalar();
         let (tf, ts) = (best_of(2, fused), best_of(2, sliced));
-        println!("| {name} {:?} | {tf:.3} | {ts:.3} | {:.1}x | {diff:.1e} |", [b, h, nq, nk, d], tf / ts);
+        println!(
+            "| {name} {:?} | {tf:.3} | {ts:.3} | {:.1}x | {diff:.1e} |",
+            [b, h, nq, nk, d],
+            tf / ts
+        );
     }
 }

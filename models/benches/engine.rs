@@ -28,7 +28,11 @@ struct Args {
     model: String,
     #[arg(long, value_delimiter = ',', default_value = "64,256")]
     sizes: Vec<u32>,
-    #[arg(long, value_delimiter = ',', default_value = "load,unet,vae_encode,vae_decode,edit8,edit20")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "load,unet,vae_encode,vae_decode,edit8,edit20"
+    )]
     cases: Vec<String>,
     #[arg(long, default_value = "flex")]
     backend: String,
@@ -75,7 +79,10 @@ fn reset_peak_rss() {
 /// it loads through the same code path as a downloaded checkpoint.
 fn sd15_folder() -> PathBuf {
     let dir = manifest().join("../target/bench-models/sd15-inpaint-random-fp16");
-    if dir.join("unet/diffusion_pytorch_model.fp16.safetensors").is_file() {
+    if dir
+        .join("unet/diffusion_pytorch_model.fp16.safetensors")
+        .is_file()
+    {
         return dir;
     }
     eprintln!("writing random SD-1.5 weights to {} (once)", dir.display());
@@ -83,8 +90,17 @@ fn sd15_folder() -> PathBuf {
     for sub in ["unet", "vae", "text_encoder", "scheduler", "tokenizer"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
-    std::fs::copy(configs.join("model_index.json"), dir.join("model_index.json")).unwrap();
-    for f in ["unet/config.json", "vae/config.json", "text_encoder/config.json", "scheduler/scheduler_config.json"] {
+    std::fs::copy(
+        configs.join("model_index.json"),
+        dir.join("model_index.json"),
+    )
+    .unwrap();
+    for f in [
+        "unet/config.json",
+        "vae/config.json",
+        "text_encoder/config.json",
+        "scheduler/scheduler_config.json",
+    ] {
         std::fs::copy(configs.join(f), dir.join(f)).unwrap();
     }
     let tokenizer = manifest().join("tests/fixtures/sd15-inpaint-tiny/tokenizer");
@@ -109,9 +125,12 @@ fn sd15_folder() -> PathBuf {
         let path = dir.join(component).join(format!("{stem}.fp16.safetensors"));
         save_safetensors(&path, &tensors, SaveDtype::F16).unwrap();
     };
-    let unet = byteedit_models::unet_2d::UNetConfig::from_file(&configs.join("unet/config.json")).unwrap();
+    let unet =
+        byteedit_models::unet_2d::UNetConfig::from_file(&configs.join("unet/config.json")).unwrap();
     let vae = byteedit_models::vae::VaeConfig::from_file(&configs.join("vae/config.json")).unwrap();
-    let clip = byteedit_models::clip::ClipTextConfig::from_file(&configs.join("text_encoder/config.json")).unwrap();
+    let clip =
+        byteedit_models::clip::ClipTextConfig::from_file(&configs.join("text_encoder/config.json"))
+            .unwrap();
     write("unet", "diffusion_pytorch_model", &|w| {
         byteedit_models::unet_2d::UNet2DConditionModel::load(w, &unet).unwrap();
     });
@@ -154,10 +173,22 @@ fn run<B: Backend>(args: &Args, dir: &Path) -> Vec<Row> {
     let model = InpaintModel::<B>::load(dir, &device).expect("model loads");
     let load_s = t.elapsed().as_secs_f64();
     if args.cases.iter().any(|c| c == "load") {
-        rows.push(Row { case: "load".into(), size: 0, mean_s: load_s, min_s: load_s, reps: 1, peak_rss_mib: peak_rss_mib() });
+        rows.push(Row {
+            case: "load".into(),
+            size: 0,
+            mean_s: load_s,
+            min_s: load_s,
+            reps: 1,
+            peak_rss_mib: peak_rss_mib(),
+        });
     }
 
-    let context_dim = model.unet_config.cross_attention_dim.iter_n(1).next().unwrap();
+    let context_dim = model
+        .unet_config
+        .cross_attention_dim
+        .iter_n(1)
+        .next()
+        .unwrap();
     for &size in &args.sizes {
         let latent = (size / 8) as usize;
         let s = size as usize;
@@ -167,23 +198,44 @@ fn run<B: Backend>(args: &Args, dir: &Path) -> Vec<Row> {
             let reps = args.reps;
             let measured = match case.as_str() {
                 "unet" => {
-                    let x = Tensor::<B, 4>::random([2, 9, latent, latent], Distribution::Normal(0.0, 1.0), &device);
-                    let ctx = Tensor::<B, 3>::random([2, 77, context_dim], Distribution::Normal(0.0, 1.0), &device);
-                    Some(time(warm, reps, || sync(model.unet.forward(x.clone(), 500.0, &ctx))))
+                    let x = Tensor::<B, 4>::random(
+                        [2, 9, latent, latent],
+                        Distribution::Normal(0.0, 1.0),
+                        &device,
+                    );
+                    let ctx = Tensor::<B, 3>::random(
+                        [2, 77, context_dim],
+                        Distribution::Normal(0.0, 1.0),
+                        &device,
+                    );
+                    Some(time(warm, reps, || {
+                        sync(model.unet.forward(x.clone(), 500.0, &ctx))
+                    }))
                 }
                 "vae_encode" => {
-                    let x = Tensor::<B, 4>::random([1, 3, s, s], Distribution::Uniform(-1.0, 1.0), &device);
+                    let x = Tensor::<B, 4>::random(
+                        [1, 3, s, s],
+                        Distribution::Uniform(-1.0, 1.0),
+                        &device,
+                    );
                     Some(time(warm, reps, || sync(model.encode_latents(x.clone()))))
                 }
                 "vae_decode" => {
-                    let z = Tensor::<B, 4>::random([1, 4, latent, latent], Distribution::Normal(0.0, 1.0), &device);
+                    let z = Tensor::<B, 4>::random(
+                        [1, 4, latent, latent],
+                        Distribution::Normal(0.0, 1.0),
+                        &device,
+                    );
                     Some(time(warm, reps, || sync(model.decode_latents(z.clone()))))
                 }
                 "edit8" | "edit20" => {
                     let steps = if case == "edit8" { 8 } else { 20 };
-                    let image = RgbImage::from_fn(size, size, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+                    let image = RgbImage::from_fn(size, size, |x, y| {
+                        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+                    });
                     let mask = GrayImage::from_fn(size, size, |x, y| {
-                        let inside = (size / 4..3 * size / 4).contains(&x) && (size / 4..3 * size / 4).contains(&y);
+                        let inside = (size / 4..3 * size / 4).contains(&x)
+                            && (size / 4..3 * size / 4).contains(&y);
                         image::Luma([if inside { 255 } else { 0 }])
                     });
                     let request = EditRequest {
@@ -200,16 +252,31 @@ fn run<B: Backend>(args: &Args, dir: &Path) -> Vec<Row> {
                     };
                     let reps = if size >= args.no_warmup_over { 1 } else { reps };
                     Some(time(warm, reps, || {
-                        model.edit(&request, &mut |_| ControlFlow::Continue(())).expect("edit runs");
+                        model
+                            .edit(&request, &mut |_| ControlFlow::Continue(()))
+                            .expect("edit runs");
                     }))
                 }
                 "load" => None,
                 other => panic!("unknown case {other}"),
             };
             if let Some((mean_s, min_s, peak)) = measured {
-                let reps = if case.starts_with("edit") && size >= args.no_warmup_over { 1 } else { reps };
-                eprintln!("{case:>10} {size:>4}px  mean {mean_s:8.4}s  min {min_s:8.4}s  peak {peak:8.0} MiB");
-                rows.push(Row { case: case.clone(), size, mean_s, min_s, reps, peak_rss_mib: peak });
+                let reps = if case.starts_with("edit") && size >= args.no_warmup_over {
+                    1
+                } else {
+                    reps
+                };
+                eprintln!(
+                    "{case:>10} {size:>4}px  mean {mean_s:8.4}s  min {min_s:8.4}s  peak {peak:8.0} MiB"
+                );
+                rows.push(Row {
+                    case: case.clone(),
+                    size,
+                    mean_s,
+                    min_s,
+                    reps,
+                    peak_rss_mib: peak,
+                });
             }
         }
     }

@@ -51,7 +51,11 @@ impl<B: Backend> Attention<B> {
             to_k: Linear::load(&w.pp(name("to_k", "key")), channels, channels, true)?,
             to_v: Linear::load(&w.pp(name("to_v", "value")), channels, channels, true)?,
             to_out: Linear::load(
-                &if legacy { w.pp("proj_attn") } else { w.pp("to_out").pp(0) },
+                &if legacy {
+                    w.pp("proj_attn")
+                } else {
+                    w.pp("to_out").pp(0)
+                },
                 channels,
                 channels,
                 true,
@@ -128,7 +132,10 @@ impl<B: Backend> BasicTransformerBlock<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 3>, context: &Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = self.attn1.forward(self.norm1.forward(x.clone()), None).add(x);
+        let x = self
+            .attn1
+            .forward(self.norm1.forward(x.clone()), None)
+            .add(x);
         let x = self
             .attn2
             .forward(self.norm2.forward(x.clone()), Some(context))

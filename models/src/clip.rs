@@ -35,23 +35,48 @@ pub struct ClipTextConfig {
     pub eos_token_id: u32,
 }
 
-fn d_vocab() -> usize { 49408 }
-fn d_hidden() -> usize { 512 }
-fn d_intermediate() -> usize { 2048 }
-fn d_layers() -> usize { 12 }
-fn d_heads() -> usize { 8 }
-fn d_positions() -> usize { 77 }
-fn d_act() -> String { "quick_gelu".into() }
-fn d_eps() -> f64 { 1e-5 }
-fn d_eos() -> u32 { 2 }
+fn d_vocab() -> usize {
+    49408
+}
+fn d_hidden() -> usize {
+    512
+}
+fn d_intermediate() -> usize {
+    2048
+}
+fn d_layers() -> usize {
+    12
+}
+fn d_heads() -> usize {
+    8
+}
+fn d_positions() -> usize {
+    77
+}
+fn d_act() -> String {
+    "quick_gelu".into()
+}
+fn d_eps() -> f64 {
+    1e-5
+}
+fn d_eos() -> u32 {
+    2
+}
 
 impl ClipTextConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let config: Self = read_config(path)?;
         if !matches!(config.hidden_act.as_str(), "quick_gelu" | "gelu") {
-            return Err(unsupported(path, format!("hidden_act = {:?}", config.hidden_act)));
+            return Err(unsupported(
+                path,
+                format!("hidden_act = {:?}", config.hidden_act),
+            ));
         }
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
+        {
             return Err(ModelError::config(
                 path,
                 format!(
@@ -172,7 +197,11 @@ impl<B: Backend> ClipTextModel<B> {
             .collect::<Result<_>>()?;
         Ok(Self {
             embeddings: ClipEmbeddings {
-                token_embedding: Embedding::load(&e.pp("token_embedding"), c.vocab_size, c.hidden_size)?,
+                token_embedding: Embedding::load(
+                    &e.pp("token_embedding"),
+                    c.vocab_size,
+                    c.hidden_size,
+                )?,
                 position_embedding: Embedding::load(
                     &e.pp("position_embedding"),
                     c.max_position_embeddings,
@@ -180,7 +209,11 @@ impl<B: Backend> ClipTextModel<B> {
                 )?,
             },
             layers,
-            final_layer_norm: LayerNorm::load(&w.pp("final_layer_norm"), c.hidden_size, c.layer_norm_eps)?,
+            final_layer_norm: LayerNorm::load(
+                &w.pp("final_layer_norm"),
+                c.hidden_size,
+                c.layer_norm_eps,
+            )?,
             eos_token_id: c.eos_token_id,
         })
     }
@@ -210,7 +243,10 @@ impl<B: Backend> ClipTextModel<B> {
             .iter()
             .map(|row| {
                 let pos = if self.eos_token_id == 2 {
-                    row.iter().enumerate().max_by_key(|(i, id)| (**id, std::cmp::Reverse(*i))).map(|(i, _)| i)
+                    row.iter()
+                        .enumerate()
+                        .max_by_key(|(i, id)| (**id, std::cmp::Reverse(*i)))
+                        .map(|(i, _)| i)
                 } else {
                     row.iter().position(|&id| id == self.eos_token_id)
                 };
@@ -221,7 +257,10 @@ impl<B: Backend> ClipTextModel<B> {
         let index = Tensor::<B, 1, Int>::from_data(TensorData::new(eos_positions, [batch]), device)
             .reshape([batch, 1, 1])
             .repeat_dim(2, hidden);
-        let pooler_output = last_hidden_state.clone().gather(1, index).reshape([batch, hidden]);
+        let pooler_output = last_hidden_state
+            .clone()
+            .gather(1, index)
+            .reshape([batch, hidden]);
         ClipTextOutput {
             last_hidden_state,
             pooler_output,

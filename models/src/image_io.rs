@@ -74,7 +74,13 @@ pub fn image_to_tensor<B: Backend>(image: &RgbImage, device: &B::Device) -> Tens
 /// The mask binarised at 0.5: 1 where the model should paint, row-major.
 pub fn binarize_mask(mask: &GrayImage) -> Vec<f32> {
     mask.pixels()
-        .map(|p| if p.0[0] as f32 / 255.0 < 0.5 { 0.0 } else { 1.0 })
+        .map(|p| {
+            if p.0[0] as f32 / 255.0 < 0.5 {
+                0.0
+            } else {
+                1.0
+            }
+        })
         .collect()
 }
 
@@ -123,7 +129,10 @@ mod tests {
     #[test]
     fn nearest_downsample_takes_top_left_of_each_cell() {
         let plane: Vec<f32> = (0..16).map(|v| v as f32).collect();
-        assert_eq!(resize_nearest(&plane, (4, 4), (2, 2)), vec![0.0, 2.0, 8.0, 10.0]);
+        assert_eq!(
+            resize_nearest(&plane, (4, 4), (2, 2)),
+            vec![0.0, 2.0, 8.0, 10.0]
+        );
     }
 
     #[test]
@@ -134,7 +143,8 @@ mod tests {
 
     #[test]
     fn luma_matches_pil_weights() {
-        let img = image::DynamicImage::ImageRgb8(RgbImage::from_raw(1, 1, vec![255, 0, 0]).unwrap());
+        let img =
+            image::DynamicImage::ImageRgb8(RgbImage::from_raw(1, 1, vec![255, 0, 0]).unwrap());
         assert_eq!(to_luma(&img).get_pixel(0, 0).0[0], 76);
     }
 

@@ -90,7 +90,11 @@ impl<B: Backend> InpaintModel<B> {
                 ),
             ));
         }
-        let context_dim = unet_config.cross_attention_dim.iter_n(1).next().unwrap_or(0);
+        let context_dim = unet_config
+            .cross_attention_dim
+            .iter_n(1)
+            .next()
+            .unwrap_or(0);
         if context_dim != clip_config.hidden_size {
             return Err(ModelError::config(
                 dir.join("unet/config.json"),
@@ -135,7 +139,9 @@ impl<B: Backend> InpaintModel<B> {
     /// The text encoder's last hidden state for each prompt: `[n, 77, dim]`.
     pub fn encode_prompts(&self, prompts: &[&str]) -> Tensor<B, 3> {
         let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.tokenizer.encode(p)).collect();
-        self.text_encoder.forward(&ids, &self.device).last_hidden_state
+        self.text_encoder
+            .forward(&ids, &self.device)
+            .last_hidden_state
     }
 
     /// `vae.encode(x).latent_dist.mean * scaling_factor` for an image in [-1, 1].
@@ -158,23 +164,30 @@ impl<B: Backend> InpaintModel<B> {
     /// The inpainting condition for an image and its mask (same size): the mask
     /// binarised at 0.5 and resized to the latent grid (nearest), `[1, 1, h, w]`,
     /// and the latents of the image with the masked pixels blanked, `[1, C, h, w]`.
-    pub fn mask_condition(&self, image: &RgbImage, mask: &GrayImage) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    pub fn mask_condition(
+        &self,
+        image: &RgbImage,
+        mask: &GrayImage,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let (width, height) = (image.width() as usize, image.height() as usize);
         let sf = self.vae_scale_factor();
         let (lw, lh) = (width / sf, height / sf);
         let mask = binarize_mask(mask);
         let keep: Vec<f32> = mask.iter().map(|m| 1.0 - m).collect();
-        let keep = Tensor::<B, 4>::from_data(TensorData::new(keep, [1, 1, height, width]), &self.device);
-        let masked_latents = self.encode_latents(image_to_tensor::<B>(image, &self.device).mul(keep));
+        let keep =
+            Tensor::<B, 4>::from_data(TensorData::new(keep, [1, 1, height, width]), &self.device);
+        let masked_latents =
+            self.encode_latents(image_to_tensor::<B>(image, &self.device).mul(keep));
         let mask_latent = resize_nearest(&mask, (width, height), (lw, lh));
-        let mask_latent = Tensor::<B, 4>::from_data(TensorData::new(mask_latent, [1, 1, lh, lw]), &self.device);
+        let mask_latent =
+            Tensor::<B, 4>::from_data(TensorData::new(mask_latent, [1, 1, lh, lw]), &self.device);
         (mask_latent, masked_latents)
     }
 
     /// Checks that an image of this size can go through the VAE and UNet.
     pub fn check_size(&self, width: u32, height: u32) -> Result<()> {
         let sf = self.vae_scale_factor() as u32;
-        if width < sf || height < sf || width % sf != 0 || height % sf != 0 {
+        if width < sf || height < sf || !width.is_multiple_of(sf) || !height.is_multiple_of(sf) {
             let round = |v: u32| (v / sf).max(1) * sf;
             return Err(ModelError::InvalidInput(format!(
                 "image is {width}x{height}; this model needs width and height that are multiples of {sf} \
@@ -244,8 +257,9 @@ impl<B: Backend> InpaintModel<B> {
         let vae_encode = t0.elapsed();
 
         // 3. initial latents
-        let mut latents = Tensor::<B, 4>::from_data(TensorData::new(noise, [1, channels, lh, lw]), &self.device)
-            .mul_scalar(scheduler.init_noise_sigma());
+        let mut latents =
+            Tensor::<B, 4>::from_data(TensorData::new(noise, [1, channels, lh, lw]), &self.device)
+                .mul_scalar(scheduler.init_noise_sigma());
 
         // 4. denoising loop
         let t0 = Instant::now();
@@ -257,7 +271,9 @@ impl<B: Backend> InpaintModel<B> {
             let prediction = if guided {
                 let uncond = prediction.clone().narrow(0, 0, 1);
                 let text = prediction.narrow(0, 1, 1);
-                uncond.clone().add(text.sub(uncond).mul_scalar(request.guidance_scale))
+                uncond
+                    .clone()
+                    .add(text.sub(uncond).mul_scalar(request.guidance_scale))
             } else {
                 prediction
             };
@@ -317,7 +333,9 @@ fn load_component<B: Backend, M>(
 /// every backend and machine.
 pub fn gaussian_noise(seed: u64, count: usize) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(seed);
-    (0..count).map(|_| StandardNormal.sample(&mut rng)).collect()
+    (0..count)
+        .map(|_| StandardNormal.sample(&mut rng))
+        .collect()
 }
 
 /// Caller-given initial noise, exactly diffusers' `latents=` argument.
@@ -330,7 +348,10 @@ pub struct InitialLatents {
 impl InitialLatents {
     /// Reads the tensor named `latents` (f32, or f16/bf16 cast up) from a safetensors file.
     pub fn from_safetensors(path: &Path) -> Result<Self> {
-        let store = TensorStore::open_files(path.parent().unwrap_or(Path::new(".")), &[path.to_path_buf()])?;
+        let store = TensorStore::open_files(
+            path.parent().unwrap_or(Path::new(".")),
+            &[path.to_path_buf()],
+        )?;
         let shape = store
             .shape("latents")
             .ok_or_else(|| {

@@ -96,33 +96,79 @@ pub struct UNetConfig {
     pub sample_size: Option<usize>,
 }
 
-fn d_in_channels() -> usize { 4 }
-fn d_out_channels() -> usize { 4 }
-fn d_true() -> bool { true }
-fn d_one() -> usize { 1 }
-fn d_one_f() -> f64 { 1.0 }
-fn d_groups() -> usize { 32 }
-fn d_eps() -> f64 { 1e-5 }
-fn d_conv_kernel() -> usize { 3 }
-fn d_act_fn() -> String { "silu".into() }
-fn d_resnet_shift() -> String { "default".into() }
-fn d_time_embedding_type() -> String { "positional".into() }
-fn d_attention_type() -> String { "default".into() }
-fn d_mid_block() -> Option<String> { Some("UNetMidBlock2DCrossAttn".into()) }
-fn d_layers_per_block() -> PerBlock<usize> { PerBlock::One(2) }
-fn d_cross_attention_dim() -> PerBlock<usize> { PerBlock::One(1280) }
-fn d_transformer_layers() -> PerBlock<usize> { PerBlock::One(1) }
-fn d_attention_head_dim() -> PerBlock<usize> { PerBlock::One(8) }
-fn d_block_out_channels() -> Vec<usize> { vec![320, 640, 1280, 1280] }
+fn d_in_channels() -> usize {
+    4
+}
+fn d_out_channels() -> usize {
+    4
+}
+fn d_true() -> bool {
+    true
+}
+fn d_one() -> usize {
+    1
+}
+fn d_one_f() -> f64 {
+    1.0
+}
+fn d_groups() -> usize {
+    32
+}
+fn d_eps() -> f64 {
+    1e-5
+}
+fn d_conv_kernel() -> usize {
+    3
+}
+fn d_act_fn() -> String {
+    "silu".into()
+}
+fn d_resnet_shift() -> String {
+    "default".into()
+}
+fn d_time_embedding_type() -> String {
+    "positional".into()
+}
+fn d_attention_type() -> String {
+    "default".into()
+}
+fn d_mid_block() -> Option<String> {
+    Some("UNetMidBlock2DCrossAttn".into())
+}
+fn d_layers_per_block() -> PerBlock<usize> {
+    PerBlock::One(2)
+}
+fn d_cross_attention_dim() -> PerBlock<usize> {
+    PerBlock::One(1280)
+}
+fn d_transformer_layers() -> PerBlock<usize> {
+    PerBlock::One(1)
+}
+fn d_attention_head_dim() -> PerBlock<usize> {
+    PerBlock::One(8)
+}
+fn d_block_out_channels() -> Vec<usize> {
+    vec![320, 640, 1280, 1280]
+}
 fn d_down_blocks() -> Vec<String> {
-    ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
-        .map(String::from)
-        .to_vec()
+    [
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 fn d_up_blocks() -> Vec<String> {
-    ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
-        .map(String::from)
-        .to_vec()
+    [
+        "UpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 impl UNetConfig {
@@ -147,19 +193,62 @@ impl UNetConfig {
         }
         let checks: [(bool, String); 14] = [
             (self.act_fn != "silu", format!("act_fn = {:?}", self.act_fn)),
-            (self.resnet_time_scale_shift != "default", format!("resnet_time_scale_shift = {:?}", self.resnet_time_scale_shift)),
-            (self.time_embedding_type != "positional", format!("time_embedding_type = {:?}", self.time_embedding_type)),
-            (self.class_embed_type.is_some() || self.num_class_embeds.is_some(), "class embeddings".into()),
-            (self.addition_embed_type.is_some(), format!("addition_embed_type = {:?} (SDXL-style added conditioning)", self.addition_embed_type)),
+            (
+                self.resnet_time_scale_shift != "default",
+                format!(
+                    "resnet_time_scale_shift = {:?}",
+                    self.resnet_time_scale_shift
+                ),
+            ),
+            (
+                self.time_embedding_type != "positional",
+                format!("time_embedding_type = {:?}", self.time_embedding_type),
+            ),
+            (
+                self.class_embed_type.is_some() || self.num_class_embeds.is_some(),
+                "class embeddings".into(),
+            ),
+            (
+                self.addition_embed_type.is_some(),
+                format!(
+                    "addition_embed_type = {:?} (SDXL-style added conditioning)",
+                    self.addition_embed_type
+                ),
+            ),
             (self.encoder_hid_dim.is_some(), "encoder_hid_dim".into()),
-            (self.time_cond_proj_dim.is_some(), "time_cond_proj_dim".into()),
-            (self.timestep_post_act.is_some() || self.time_embedding_act_fn.is_some(), "extra time-embedding activations".into()),
-            (self.cross_attention_norm.is_some(), "cross_attention_norm".into()),
+            (
+                self.time_cond_proj_dim.is_some(),
+                "time_cond_proj_dim".into(),
+            ),
+            (
+                self.timestep_post_act.is_some() || self.time_embedding_act_fn.is_some(),
+                "extra time-embedding activations".into(),
+            ),
+            (
+                self.cross_attention_norm.is_some(),
+                "cross_attention_norm".into(),
+            ),
             (self.dual_cross_attention, "dual_cross_attention".into()),
-            (self.only_cross_attention.iter_n(n).any(|b| b), "only_cross_attention".into()),
-            (self.resnet_skip_time_act || self.resnet_out_scale_factor != 1.0, "resnet_skip_time_act / resnet_out_scale_factor".into()),
-            (self.attention_type != "default", format!("attention_type = {:?}", self.attention_type)),
-            (self.cross_attention_dim.iter_n(n).collect::<Vec<_>>().windows(2).any(|w| w[0] != w[1]), "a per-block cross_attention_dim".into()),
+            (
+                self.only_cross_attention.iter_n(n).any(|b| b),
+                "only_cross_attention".into(),
+            ),
+            (
+                self.resnet_skip_time_act || self.resnet_out_scale_factor != 1.0,
+                "resnet_skip_time_act / resnet_out_scale_factor".into(),
+            ),
+            (
+                self.attention_type != "default",
+                format!("attention_type = {:?}", self.attention_type),
+            ),
+            (
+                self.cross_attention_dim
+                    .iter_n(n)
+                    .collect::<Vec<_>>()
+                    .windows(2)
+                    .any(|w| w[0] != w[1]),
+                "a per-block cross_attention_dim".into(),
+            ),
         ];
         for (bad, feature) in checks {
             if bad {
@@ -184,7 +273,10 @@ impl UNetConfig {
             if c % self.norm_num_groups != 0 {
                 return Err(ModelError::config(
                     path,
-                    format!("block_out_channels[{i}] = {c} is not divisible by norm_num_groups = {}", self.norm_num_groups),
+                    format!(
+                        "block_out_channels[{i}] = {c} is not divisible by norm_num_groups = {}",
+                        self.norm_num_groups
+                    ),
                 ));
             }
         }
@@ -281,7 +373,8 @@ impl<B: Backend> UNet2DConditionModel<B> {
 
         // The up path mirrors the down path: reversed channels, heads and layers.
         let rev = |v: &[usize]| v.iter().rev().copied().collect::<Vec<_>>();
-        let (rch, rheads, rlayers, rtl) = (rev(ch), rev(&heads), rev(&layers), rev(&transformer_layers));
+        let (rch, rheads, rlayers, rtl) =
+            (rev(ch), rev(&heads), rev(&layers), rev(&transformer_layers));
         let mut up_blocks = Vec::with_capacity(n);
         let mut output = rch[0];
         for (i, kind) in c.up_block_types.iter().enumerate() {
@@ -295,7 +388,11 @@ impl<B: Backend> UNet2DConditionModel<B> {
             up_blocks.push(UpBlock::load(
                 &w.pp("up_blocks").pp(i),
                 &common,
-                UpChannels { input, output, prev_output },
+                UpChannels {
+                    input,
+                    output,
+                    prev_output,
+                },
                 rlayers[i] + 1,
                 cross,
                 i + 1 < n,
@@ -304,13 +401,36 @@ impl<B: Backend> UNet2DConditionModel<B> {
 
         let (k_in, k_out) = (c.conv_in_kernel, c.conv_out_kernel);
         Ok(Self {
-            conv_in: Conv2d::load(&w.pp("conv_in"), c.in_channels, ch[0], k_in, 1, (k_in - 1) / 2)?,
-            time_embedding: TimestepEmbedding::load(&w.pp("time_embedding"), time_proj_dim, temb_channels)?,
+            conv_in: Conv2d::load(
+                &w.pp("conv_in"),
+                c.in_channels,
+                ch[0],
+                k_in,
+                1,
+                (k_in - 1) / 2,
+            )?,
+            time_embedding: TimestepEmbedding::load(
+                &w.pp("time_embedding"),
+                time_proj_dim,
+                temb_channels,
+            )?,
             down_blocks,
             mid_block,
             up_blocks,
-            conv_norm_out: GroupNorm::load(&w.pp("conv_norm_out"), c.norm_num_groups, ch[0], c.norm_eps)?,
-            conv_out: Conv2d::load(&w.pp("conv_out"), ch[0], c.out_channels, k_out, 1, (k_out - 1) / 2)?,
+            conv_norm_out: GroupNorm::load(
+                &w.pp("conv_norm_out"),
+                c.norm_num_groups,
+                ch[0],
+                c.norm_eps,
+            )?,
+            conv_out: Conv2d::load(
+                &w.pp("conv_out"),
+                ch[0],
+                c.out_channels,
+                k_out,
+                1,
+                (k_out - 1) / 2,
+            )?,
             in_channels: c.in_channels,
             time_proj_dim,
             flip_sin_to_cos: c.flip_sin_to_cos,
@@ -325,7 +445,12 @@ impl<B: Backend> UNet2DConditionModel<B> {
 
     /// `sample`: `[batch, in_channels, h, w]`; `timestep` is shared by the batch;
     /// `context`: `[batch, tokens, cross_attention_dim]`.
-    pub fn forward(&self, sample: Tensor<B, 4>, timestep: f32, context: &Tensor<B, 3>) -> Tensor<B, 4> {
+    pub fn forward(
+        &self,
+        sample: Tensor<B, 4>,
+        timestep: f32,
+        context: &Tensor<B, 3>,
+    ) -> Tensor<B, 4> {
         let batch = sample.dims()[0];
         let device = sample.device();
         let sample = if self.center_input_sample {

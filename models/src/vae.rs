@@ -47,16 +47,36 @@ pub struct VaeConfig {
     pub mid_block_add_attention: bool,
 }
 
-fn d_three() -> usize { 3 }
-fn d_four() -> usize { 4 }
-fn d_one() -> usize { 1 }
-fn d_groups() -> usize { 32 }
-fn d_true() -> bool { true }
-fn d_scaling_factor() -> f64 { 0.18215 }
-fn d_act_fn() -> String { "silu".into() }
-fn d_channels() -> Vec<usize> { vec![64] }
-fn d_down() -> Vec<String> { vec!["DownEncoderBlock2D".into()] }
-fn d_up() -> Vec<String> { vec!["UpDecoderBlock2D".into()] }
+fn d_three() -> usize {
+    3
+}
+fn d_four() -> usize {
+    4
+}
+fn d_one() -> usize {
+    1
+}
+fn d_groups() -> usize {
+    32
+}
+fn d_true() -> bool {
+    true
+}
+fn d_scaling_factor() -> f64 {
+    0.18215
+}
+fn d_act_fn() -> String {
+    "silu".into()
+}
+fn d_channels() -> Vec<usize> {
+    vec![64]
+}
+fn d_down() -> Vec<String> {
+    vec!["DownEncoderBlock2D".into()]
+}
+fn d_up() -> Vec<String> {
+    vec!["UpDecoderBlock2D".into()]
+}
 
 impl VaeConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -71,10 +91,18 @@ impl VaeConfig {
         if config.act_fn != "silu" {
             return Err(unsupported(path, format!("act_fn = {:?}", config.act_fn)));
         }
-        if let Some(t) = config.down_block_types.iter().find(|t| *t != "DownEncoderBlock2D") {
+        if let Some(t) = config
+            .down_block_types
+            .iter()
+            .find(|t| *t != "DownEncoderBlock2D")
+        {
             return Err(unsupported(path, format!("down block type {t:?}")));
         }
-        if let Some(t) = config.up_block_types.iter().find(|t| *t != "UpDecoderBlock2D") {
+        if let Some(t) = config
+            .up_block_types
+            .iter()
+            .find(|t| *t != "UpDecoderBlock2D")
+        {
             return Err(unsupported(path, format!("up block type {t:?}")));
         }
         Ok(config)
@@ -106,7 +134,9 @@ pub struct VaeMidBlock<B: Backend> {
 
 impl<B: Backend> VaeMidBlock<B> {
     fn load(w: &Weights<B>, config: &VaeConfig, channels: usize) -> Result<Self> {
-        let resnet = |i: usize| ResnetBlock2D::load(&w.pp("resnets").pp(i), config.resnet(channels, channels));
+        let resnet = |i: usize| {
+            ResnetBlock2D::load(&w.pp("resnets").pp(i), config.resnet(channels, channels))
+        };
         let attentions = if config.mid_block_add_attention {
             vec![SpatialSelfAttention::load(
                 &w.pp("attentions").pp(0),
@@ -162,9 +192,9 @@ impl<B: Backend> Encoder<B> {
         let n = ch.len();
         let mut down_blocks = Vec::with_capacity(n);
         let mut output = ch[0];
-        for i in 0..n {
+        for (i, &channels) in ch.iter().enumerate() {
             let input = output;
-            output = ch[i];
+            output = channels;
             let wb = w.pp("down_blocks").pp(i);
             let resnets = (0..c.layers_per_block)
                 .map(|j| {
@@ -177,14 +207,22 @@ impl<B: Backend> Encoder<B> {
             } else {
                 Vec::new()
             };
-            down_blocks.push(DownEncoderBlock { resnets, downsamplers });
+            down_blocks.push(DownEncoderBlock {
+                resnets,
+                downsamplers,
+            });
         }
         let last = ch[n - 1];
         Ok(Self {
             conv_in: Conv2d::load(&w.pp("conv_in"), c.in_channels, ch[0], 3, 1, 1)?,
             down_blocks,
             mid_block: VaeMidBlock::load(&w.pp("mid_block"), c, last)?,
-            conv_norm_out: GroupNorm::load(&w.pp("conv_norm_out"), c.norm_num_groups, last, VAE_EPS)?,
+            conv_norm_out: GroupNorm::load(
+                &w.pp("conv_norm_out"),
+                c.norm_num_groups,
+                last,
+                VAE_EPS,
+            )?,
             conv_out: Conv2d::load(&w.pp("conv_out"), last, 2 * c.latent_channels, 3, 1, 1)?,
         })
     }
@@ -220,9 +258,9 @@ impl<B: Backend> Decoder<B> {
         let n = rch.len();
         let mut up_blocks = Vec::with_capacity(n);
         let mut output = rch[0];
-        for i in 0..n {
+        for (i, &channels) in rch.iter().enumerate() {
             let prev = output;
-            output = rch[i];
+            output = channels;
             let wb = w.pp("up_blocks").pp(i);
             let resnets = (0..=c.layers_per_block)
                 .map(|j| {
@@ -235,14 +273,22 @@ impl<B: Backend> Decoder<B> {
             } else {
                 Vec::new()
             };
-            up_blocks.push(UpDecoderBlock { resnets, upsamplers });
+            up_blocks.push(UpDecoderBlock {
+                resnets,
+                upsamplers,
+            });
         }
         let first = c.block_out_channels[0];
         Ok(Self {
             conv_in: Conv2d::load(&w.pp("conv_in"), c.latent_channels, rch[0], 3, 1, 1)?,
             mid_block: VaeMidBlock::load(&w.pp("mid_block"), c, rch[0])?,
             up_blocks,
-            conv_norm_out: GroupNorm::load(&w.pp("conv_norm_out"), c.norm_num_groups, first, VAE_EPS)?,
+            conv_norm_out: GroupNorm::load(
+                &w.pp("conv_norm_out"),
+                c.norm_num_groups,
+                first,
+                VAE_EPS,
+            )?,
             conv_out: Conv2d::load(&w.pp("conv_out"), first, c.out_channels, 3, 1, 1)?,
         })
     }
@@ -304,7 +350,10 @@ impl<B: Backend> AutoencoderKL<B> {
             moments = conv.forward(moments);
         }
         let mut halves = moments.chunk(2, 1);
-        let logvar = halves.pop().expect("chunk(2) gives two halves").clamp(-30.0, 20.0);
+        let logvar = halves
+            .pop()
+            .expect("chunk(2) gives two halves")
+            .clamp(-30.0, 20.0);
         let mean = halves.pop().expect("chunk(2) gives two halves");
         LatentDistribution {
             mean,

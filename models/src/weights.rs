@@ -192,7 +192,9 @@ impl TensorStore {
         let fan_in: usize = shape[1..].iter().product();
         let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
         let mut rng = synthetic.rng.borrow_mut();
-        (0..count).map(|_| rng.random_range(-bound..bound)).collect()
+        (0..count)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect()
     }
 
     pub fn contains(&self, key: &str) -> bool {
@@ -226,12 +228,15 @@ impl TensorStore {
         if let Some(synthetic) = &self.synthetic {
             return Ok(Self::make_up(synthetic, key, expected));
         }
-        let entry = self.entries.get(key).ok_or_else(|| ModelError::MissingTensor {
-            key: key.to_string(),
-            files: self.files_list(),
-        })?;
+        let entry = self
+            .entries
+            .get(key)
+            .ok_or_else(|| ModelError::MissingTensor {
+                key: key.to_string(),
+                files: self.files_list(),
+            })?;
         let file = &self.files[entry.file];
-        if entry.shape != expected && !accept.iter().any(|s| *s == entry.shape.as_slice()) {
+        if entry.shape != expected && !accept.contains(&entry.shape.as_slice()) {
             return Err(ModelError::ShapeMismatch {
                 key: key.to_string(),
                 path: file.path.clone(),
@@ -280,8 +285,11 @@ impl TensorStore {
         // MADV_DONTNEED on a private file mapping only forgets cached pages:
         // a later read maps them from the file again.
         if let Err(e) = unsafe {
-            file.mmap
-                .unchecked_advise_range(UncheckedAdvice::DontNeed, offset, entry.end - entry.start)
+            file.mmap.unchecked_advise_range(
+                UncheckedAdvice::DontNeed,
+                offset,
+                entry.end - entry.start,
+            )
         } {
             tracing::debug!(key, error = %e, "madvise failed; pages stay cached");
         }
@@ -379,7 +387,10 @@ impl<'a, B: Backend> Weights<'a, B> {
     /// The tensor `prefix.name`, which must have exactly `shape`.
     pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
         let values = self.store.read_f32(&self.key(name), &shape, &[])?;
-        Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
+        Ok(Tensor::from_data(
+            TensorData::new(values, shape),
+            &self.device,
+        ))
     }
 
     /// Like [`Weights::tensor`], also accepting `alt` (same values, another layout).
@@ -390,7 +401,10 @@ impl<'a, B: Backend> Weights<'a, B> {
         alt: &[usize],
     ) -> Result<Tensor<B, D>> {
         let values = self.store.read_f32(&self.key(name), &shape, &[alt])?;
-        Ok(Tensor::from_data(TensorData::new(values, shape), &self.device))
+        Ok(Tensor::from_data(
+            TensorData::new(values, shape),
+            &self.device,
+        ))
     }
 
     /// A PyTorch `[out, in]` linear weight (optionally stored as `[out, in, 1, 1]`),
@@ -421,7 +435,11 @@ pub enum SaveDtype {
 
 /// Writes named f32 tensors (PyTorch layout) to a safetensors file, as f32 or
 /// f16: for checkpoints the trainer produces and for test and benchmark models.
-pub fn save_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], dtype: SaveDtype) -> Result<()> {
+pub fn save_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    dtype: SaveDtype,
+) -> Result<()> {
     let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(name, shape, values)| {

@@ -29,14 +29,46 @@ fn gradients_reach_unet_and_vae_weights() {
     let norm = |what: &str, grad: Option<Tensor<B, 1>>| {
         let grad = grad.unwrap_or_else(|| panic!("{what} has no gradient"));
         let norm: f32 = grad.abs().sum().into_scalar();
-        assert!(norm.is_finite() && norm > 0.0, "{what}: gradient norm {norm}");
+        assert!(
+            norm.is_finite() && norm > 0.0,
+            "{what}: gradient norm {norm}"
+        );
     };
-    norm("unet.conv_in", model.unet.conv_in.weight.grad(&grads).map(|g| g.flatten(0, 3)));
+    norm(
+        "unet.conv_in",
+        model
+            .unet
+            .conv_in
+            .weight
+            .grad(&grads)
+            .map(|g| g.flatten(0, 3)),
+    );
     norm(
         "unet.mid attention",
-        model.unet.mid_block.attentions[0].transformer_blocks[0].attn2.to_k.weight.grad(&grads).map(|g| g.flatten(0, 1)),
+        model.unet.mid_block.attentions[0].transformer_blocks[0]
+            .attn2
+            .to_k
+            .weight
+            .grad(&grads)
+            .map(|g| g.flatten(0, 1)),
     );
-    norm("vae.decoder.conv_out", model.vae.decoder.conv_out.weight.grad(&grads).map(|g| g.flatten(0, 3)));
+    norm(
+        "vae.decoder.conv_out",
+        model
+            .vae
+            .decoder
+            .conv_out
+            .weight
+            .grad(&grads)
+            .map(|g| g.flatten(0, 3)),
+    );
     // The text encoder was not part of the graph.
-    assert!(model.text_encoder.final_layer_norm.weight.grad(&grads).is_none());
+    assert!(
+        model
+            .text_encoder
+            .final_layer_norm
+            .weight
+            .grad(&grads)
+            .is_none()
+    );
 }

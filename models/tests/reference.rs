@@ -27,7 +27,11 @@ fn tokenizer_ids_are_exact() {
         let expected = Expected::load(name);
         for (i, prompt) in expected.index.prompts.iter().enumerate() {
             let ids = model.tokenizer.encode(prompt);
-            assert_eq!(ids, expected.ids(&format!("tokenizer.{i}.input_ids")), "{name}: prompt {prompt:?}");
+            assert_eq!(
+                ids,
+                expected.ids(&format!("tokenizer.{i}.input_ids")),
+                "{name}: prompt {prompt:?}"
+            );
         }
     }
 }
@@ -62,10 +66,25 @@ fn vae_matches_reference() {
         let model = load(name);
         let expected = Expected::load(name);
         let dist = model.vae.encode(expected.tensor("vae.encoder.input"));
-        assert_close(&format!("{name} vae.encoder.mean"), dist.mean, expected.tensor("vae.encoder.mean"), COMPONENT_TOL);
-        assert_close(&format!("{name} vae.encoder.std"), dist.std, expected.tensor("vae.encoder.std"), COMPONENT_TOL);
+        assert_close(
+            &format!("{name} vae.encoder.mean"),
+            dist.mean,
+            expected.tensor("vae.encoder.mean"),
+            COMPONENT_TOL,
+        );
+        assert_close(
+            &format!("{name} vae.encoder.std"),
+            dist.std,
+            expected.tensor("vae.encoder.std"),
+            COMPONENT_TOL,
+        );
         let decoded = model.vae.decode(expected.tensor("vae.decoder.input"));
-        assert_close(&format!("{name} vae.decoder.output"), decoded, expected.tensor("vae.decoder.output"), COMPONENT_TOL);
+        assert_close(
+            &format!("{name} vae.decoder.output"),
+            decoded,
+            expected.tensor("vae.decoder.output"),
+            COMPONENT_TOL,
+        );
     }
 }
 
@@ -78,7 +97,12 @@ fn unet_matches_reference_at_three_timesteps() {
         let context: Tensor<B, 3> = expected.tensor("unet.encoder_hidden_states");
         for t in [999, 500, 1] {
             let out = model.unet.forward(sample.clone(), t as f32, &context);
-            assert_close(&format!("{name} unet.t{t}"), out, expected.tensor(&format!("unet.t{t}.output")), COMPONENT_TOL);
+            assert_close(
+                &format!("{name} unet.t{t}"),
+                out,
+                expected.tensor(&format!("unet.t{t}.output")),
+                COMPONENT_TOL,
+            );
         }
     }
 }
@@ -88,28 +112,53 @@ fn schedulers_match_reference_runs() {
     for name in FIXTURES {
         let model = load(name);
         let expected = Expected::load(name);
-        for (key, kind) in [("ddim", SchedulerKind::Ddim), ("euler", SchedulerKind::Euler), ("dpmpp_2m", SchedulerKind::DpmSolverPlusPlus2M)] {
+        for (key, kind) in [
+            ("ddim", SchedulerKind::Ddim),
+            ("euler", SchedulerKind::Euler),
+            ("dpmpp_2m", SchedulerKind::DpmSolverPlusPlus2M),
+        ] {
             for steps in [8, 20] {
                 let prefix = format!("scheduler.{key}.{steps}");
                 let what = format!("{name} {prefix}");
-                let mut scheduler = Scheduler::<B>::new(kind, &model.scheduler_config, steps, None).unwrap();
+                let mut scheduler =
+                    Scheduler::<B>::new(kind, &model.scheduler_config, steps, None).unwrap();
                 let timesteps = expected.numbers(&format!("{prefix}.timesteps"));
-                assert_slices_close(&format!("{what}.timesteps"), scheduler.timesteps(), &timesteps, 1e-3);
+                assert_slices_close(
+                    &format!("{what}.timesteps"),
+                    scheduler.timesteps(),
+                    &timesteps,
+                    1e-3,
+                );
                 if expected.has(&format!("{prefix}.sigmas")) {
                     let (_, sigmas) = expected.f32s(&format!("{prefix}.sigmas"));
                     let ours = scheduler.sigmas().expect("solver has sigmas");
                     assert_slices_close(&format!("{what}.sigmas"), ours, &sigmas, 1e-5);
                 }
                 let (_, init) = expected.f32s(&format!("{prefix}.init_noise_sigma"));
-                assert_slices_close(&format!("{what}.init_noise_sigma"), &[scheduler.init_noise_sigma() as f32], &init, 1e-5);
+                assert_slices_close(
+                    &format!("{what}.init_noise_sigma"),
+                    &[scheduler.init_noise_sigma() as f32],
+                    &init,
+                    1e-5,
+                );
 
                 // The fixture's stand-in model: eps = 0.7 * scaled input + 0.1 * (j % 3).
-                let mut x: Tensor<B, 4> = expected.tensor::<4>(&format!("{prefix}.sample0")).mul_scalar(scheduler.init_noise_sigma());
+                let mut x: Tensor<B, 4> = expected
+                    .tensor::<4>(&format!("{prefix}.sample0"))
+                    .mul_scalar(scheduler.init_noise_sigma());
                 for j in 0..scheduler.timesteps().len() {
-                    let eps = scheduler.scale_model_input(x.clone(), j).mul_scalar(0.7).add_scalar(0.1 * (j % 3) as f64);
+                    let eps = scheduler
+                        .scale_model_input(x.clone(), j)
+                        .mul_scalar(0.7)
+                        .add_scalar(0.1 * (j % 3) as f64);
                     x = scheduler.step(eps, j, x);
                 }
-                assert_close(&format!("{what}.final"), x, expected.tensor(&format!("{prefix}.final")), COMPONENT_TOL);
+                assert_close(
+                    &format!("{what}.final"),
+                    x,
+                    expected.tensor(&format!("{prefix}.final")),
+                    COMPONENT_TOL,
+                );
             }
         }
     }
@@ -159,14 +208,25 @@ fn whole_pipeline_matches_reference() {
                     ControlFlow::Continue(())
                 })
                 .unwrap();
-            assert_eq!(reported, (1..=case.steps).collect::<Vec<_>>(), "progress after every step");
+            assert_eq!(
+                reported,
+                (1..=case.steps).collect::<Vec<_>>(),
+                "progress after every step"
+            );
             let what = format!("{name} pipeline.{}", case.name);
             let (_, reference) = expected.f32s(&format!("pipeline.{}.output", case.name));
             assert_slices_close(&what, &output.pixels, &reference, PIPELINE_TOL);
 
-            let png = to_rgb(&read_image(&dir.join(format!("expected_{}.png", case.name))).unwrap());
+            let png =
+                to_rgb(&read_image(&dir.join(format!("expected_{}.png", case.name))).unwrap());
             let ours = output.to_rgb8();
-            let worst = ours.as_raw().iter().zip(png.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+            let worst = ours
+                .as_raw()
+                .iter()
+                .zip(png.as_raw())
+                .map(|(a, b)| a.abs_diff(*b))
+                .max()
+                .unwrap();
             assert!(worst <= 1, "{what}: PNG differs by {worst} levels");
         }
     }
@@ -186,14 +246,20 @@ fn odd_latent_sizes_match_reference() {
     for name in FIXTURES {
         let model = load(name);
         let dir = fixture("odd-sizes").join(name);
-        let case: OddCase = serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+        let case: OddCase =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
         let expected = Expected::tensors_only(&dir.join("expected.safetensors"));
         let out = model.unet.forward(
             expected.tensor("unet.sample"),
             500.0,
             &expected.tensor("unet.encoder_hidden_states"),
         );
-        assert_close(&format!("{name} odd unet"), out, expected.tensor("unet.t500.output"), COMPONENT_TOL);
+        assert_close(
+            &format!("{name} odd unet"),
+            out,
+            expected.tensor("unet.t500.output"),
+            COMPONENT_TOL,
+        );
 
         let image = to_rgb(&read_image(&dir.join("image.png")).unwrap());
         let mask = byteedit_models::image_io::to_luma(&read_image(&dir.join("mask.png")).unwrap());
@@ -210,8 +276,15 @@ fn odd_latent_sizes_match_reference() {
             seed: 0,
             latents: Some(InitialLatents { shape, values }),
         };
-        let output = model.edit(&request, &mut |_| ControlFlow::Continue(())).unwrap();
+        let output = model
+            .edit(&request, &mut |_| ControlFlow::Continue(()))
+            .unwrap();
         let (_, reference) = expected.f32s("pipeline.output");
-        assert_slices_close(&format!("{name} odd pipeline"), &output.pixels, &reference, PIPELINE_TOL);
+        assert_slices_close(
+            &format!("{name} odd pipeline"),
+            &output.pixels,
+            &reference,
+            PIPELINE_TOL,
+        );
     }
 }

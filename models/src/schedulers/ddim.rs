@@ -16,7 +16,12 @@ pub struct DdimScheduler {
 }
 
 impl DdimScheduler {
-    pub fn new(config: &SchedulerConfig, schedule: NoiseSchedule, steps: usize, spacing: TimestepSpacing) -> Self {
+    pub fn new(
+        config: &SchedulerConfig,
+        schedule: NoiseSchedule,
+        steps: usize,
+        spacing: TimestepSpacing,
+    ) -> Self {
         let n = config.num_train_timesteps;
         let timesteps = spaced_timesteps(spacing, config, steps, true, false);
         let final_alpha_cumprod = if config.set_alpha_to_one {
@@ -42,23 +47,37 @@ impl DdimScheduler {
         }
     }
 
-    pub fn step<B: Backend>(&self, model_output: Tensor<B, 4>, step: usize, sample: Tensor<B, 4>) -> Tensor<B, 4> {
+    pub fn step<B: Backend>(
+        &self,
+        model_output: Tensor<B, 4>,
+        step: usize,
+        sample: Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
         let t = self.timesteps[step] as i64;
         let alpha_t = self.alpha_at(t);
         let alpha_prev = self.alpha_at(t - self.step_ratio);
         let beta_t = 1.0 - alpha_t;
         let (x0, eps) = match self.prediction {
             PredictionType::Epsilon => (
-                sample.sub(model_output.clone().mul_scalar(beta_t.sqrt())).div_scalar(alpha_t.sqrt()),
+                sample
+                    .sub(model_output.clone().mul_scalar(beta_t.sqrt()))
+                    .div_scalar(alpha_t.sqrt()),
                 model_output,
             ),
             PredictionType::Sample => (
                 model_output.clone(),
-                sample.sub(model_output.mul_scalar(alpha_t.sqrt())).div_scalar(beta_t.sqrt()),
+                sample
+                    .sub(model_output.mul_scalar(alpha_t.sqrt()))
+                    .div_scalar(beta_t.sqrt()),
             ),
             PredictionType::VPrediction => (
-                sample.clone().mul_scalar(alpha_t.sqrt()).sub(model_output.clone().mul_scalar(beta_t.sqrt())),
-                model_output.mul_scalar(alpha_t.sqrt()).add(sample.mul_scalar(beta_t.sqrt())),
+                sample
+                    .clone()
+                    .mul_scalar(alpha_t.sqrt())
+                    .sub(model_output.clone().mul_scalar(beta_t.sqrt())),
+                model_output
+                    .mul_scalar(alpha_t.sqrt())
+                    .add(sample.mul_scalar(beta_t.sqrt())),
             ),
         };
         let x0 = match self.clip_range {

@@ -28,7 +28,12 @@ fn lambda(s: f64) -> f64 {
 }
 
 impl<B: Backend> DpmSolverMultistepScheduler<B> {
-    pub fn new(config: &SchedulerConfig, schedule: NoiseSchedule, steps: usize, spacing: TimestepSpacing) -> Self {
+    pub fn new(
+        config: &SchedulerConfig,
+        schedule: NoiseSchedule,
+        steps: usize,
+        spacing: TimestepSpacing,
+    ) -> Self {
         // With lambda_min_clipped = -inf no timestep is clipped.
         let timesteps = spaced_timesteps(spacing, config, steps, true, true);
         let sigmas = schedule.sigmas_at(&timesteps);
@@ -40,7 +45,12 @@ impl<B: Backend> DpmSolverMultistepScheduler<B> {
         }
     }
 
-    pub fn step(&mut self, model_output: Tensor<B, 4>, step: usize, sample: Tensor<B, 4>) -> Tensor<B, 4> {
+    pub fn step(
+        &mut self,
+        model_output: Tensor<B, 4>,
+        step: usize,
+        sample: Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
         let s0 = self.sigmas[step] as f64;
         let t = self.sigmas[step + 1] as f64;
         let (alpha_s0, sigma_s0) = alpha_sigma(s0);
@@ -62,7 +72,9 @@ impl<B: Backend> DpmSolverMultistepScheduler<B> {
         let h = lambda(t) - lambda(s0);
         let phi = alpha_t * ((-h).exp() - 1.0);
         let last_step = step + 1 == self.timesteps.len();
-        let base = sample.mul_scalar(sigma_t / sigma_s0).sub(x0.clone().mul_scalar(phi));
+        let base = sample
+            .mul_scalar(sigma_t / sigma_s0)
+            .sub(x0.clone().mul_scalar(phi));
         let next = match self.previous_x0.take() {
             // Second order (midpoint): correct with the x0 slope between steps.
             Some(prev) if !last_step && step > 0 => {

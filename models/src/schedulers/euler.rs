@@ -13,7 +13,12 @@ pub struct EulerDiscreteScheduler {
 }
 
 impl EulerDiscreteScheduler {
-    pub fn new(config: &SchedulerConfig, schedule: NoiseSchedule, steps: usize, spacing: TimestepSpacing) -> Self {
+    pub fn new(
+        config: &SchedulerConfig,
+        schedule: NoiseSchedule,
+        steps: usize,
+        spacing: TimestepSpacing,
+    ) -> Self {
         let timesteps = spaced_timesteps(spacing, config, steps, false, false);
         let sigmas = schedule.sigmas_at(&timesteps);
         let timesteps = timesteps.iter().map(|&t| t as f32).collect();
@@ -38,7 +43,12 @@ impl EulerDiscreteScheduler {
         sample.div_scalar((sigma * sigma + 1.0).sqrt())
     }
 
-    pub fn step<B: Backend>(&self, model_output: Tensor<B, 4>, step: usize, sample: Tensor<B, 4>) -> Tensor<B, 4> {
+    pub fn step<B: Backend>(
+        &self,
+        model_output: Tensor<B, 4>,
+        step: usize,
+        sample: Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
         let sigma = self.sigmas[step] as f64;
         let x0 = match self.prediction {
             PredictionType::Epsilon => sample.clone().sub(model_output.mul_scalar(sigma)),

@@ -58,13 +58,27 @@ pub struct SchedulerConfig {
     pub timestep_spacing: Option<String>,
 }
 
-fn d_train_steps() -> usize { 1000 }
-fn d_beta_start() -> f64 { 0.0001 }
-fn d_beta_end() -> f64 { 0.02 }
-fn d_beta_schedule() -> String { "linear".into() }
-fn d_prediction() -> String { "epsilon".into() }
-fn d_true() -> bool { true }
-fn d_one() -> f64 { 1.0 }
+fn d_train_steps() -> usize {
+    1000
+}
+fn d_beta_start() -> f64 {
+    0.0001
+}
+fn d_beta_end() -> f64 {
+    0.02
+}
+fn d_beta_schedule() -> String {
+    "linear".into()
+}
+fn d_prediction() -> String {
+    "epsilon".into()
+}
+fn d_true() -> bool {
+    true
+}
+fn d_one() -> f64 {
+    1.0
+}
 
 impl SchedulerConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -77,7 +91,8 @@ impl SchedulerConfig {
         }
         PredictionType::parse(&config.prediction_type).map_err(|m| ModelError::config(path, m))?;
         if let Some(s) = &config.timestep_spacing {
-            s.parse::<TimestepSpacing>().map_err(|m| ModelError::config(path, m))?;
+            s.parse::<TimestepSpacing>()
+                .map_err(|m| ModelError::config(path, m))?;
         }
         NoiseSchedule::new(&config).map_err(|m| ModelError::config(path, m))?;
         Ok(config)
@@ -245,8 +260,11 @@ impl NoiseSchedule {
                 .map(|b| b * b)
                 .collect(),
                 "squaredcos_cap_v2" => {
-                    let alpha_bar =
-                        |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+                    let alpha_bar = |t: f64| {
+                        ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+                            .cos()
+                            .powi(2)
+                    };
                     (0..n)
                         .map(|i| {
                             let (t1, t2) = (i as f64 / n as f64, (i + 1) as f64 / n as f64);
@@ -282,7 +300,10 @@ impl NoiseSchedule {
             .iter()
             .map(|&a| ((1f32 - a) / a).sqrt())
             .collect();
-        let mut sigmas: Vec<f32> = timesteps.iter().map(|&t| interp(t, &train) as f32).collect();
+        let mut sigmas: Vec<f32> = timesteps
+            .iter()
+            .map(|&t| interp(t, &train) as f32)
+            .collect();
         sigmas.push(0.0);
         sigmas
     }
@@ -402,9 +423,9 @@ impl<B: Backend> Scheduler<B> {
         let schedule = NoiseSchedule::new(config).map_err(ModelError::InvalidInput)?;
         Ok(match kind {
             SchedulerKind::Ddim => Self::Ddim(DdimScheduler::new(config, schedule, steps, spacing)),
-            SchedulerKind::Euler => {
-                Self::Euler(EulerDiscreteScheduler::new(config, schedule, steps, spacing))
-            }
+            SchedulerKind::Euler => Self::Euler(EulerDiscreteScheduler::new(
+                config, schedule, steps, spacing,
+            )),
             SchedulerKind::DpmSolverPlusPlus2M => Self::DpmSolverPlusPlus2M(
                 DpmSolverMultistepScheduler::new(config, schedule, steps, spacing),
             ),
@@ -446,7 +467,12 @@ impl<B: Backend> Scheduler<B> {
     }
 
     /// One denoising step from `sample` at `step` to the next, less noisy sample.
-    pub fn step(&mut self, model_output: Tensor<B, 4>, step: usize, sample: Tensor<B, 4>) -> Tensor<B, 4> {
+    pub fn step(
+        &mut self,
+        model_output: Tensor<B, 4>,
+        step: usize,
+        sample: Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
         match self {
             Self::Ddim(s) => s.step(model_output, step, sample),
             Self::Euler(s) => s.step(model_output, step, sample),
@@ -465,14 +491,22 @@ mod tests {
             let kind: SchedulerKind = name.parse().unwrap();
             assert_eq!(kind.to_string(), name);
         }
-        assert!("heun".parse::<SchedulerKind>().unwrap_err().contains("ddim, euler, dpmpp-2m"));
+        assert!(
+            "heun"
+                .parse::<SchedulerKind>()
+                .unwrap_err()
+                .contains("ddim, euler, dpmpp-2m")
+        );
         assert!("middle".parse::<TimestepSpacing>().is_err());
     }
 
     #[test]
     fn linspace_matches_numpy_shape() {
         assert_eq!(linspace_f64(0.0, 999.0, 3), vec![0.0, 499.5, 999.0]);
-        assert_eq!(arange_down(1000.0, 0.0, 250.0), vec![1000.0, 750.0, 500.0, 250.0]);
+        assert_eq!(
+            arange_down(1000.0, 0.0, 250.0),
+            vec![1000.0, 750.0, 500.0, 250.0]
+        );
         assert_eq!(round_even(0.5), 0.0);
         assert_eq!(round_even(1.5), 2.0);
     }
@@ -487,9 +521,17 @@ mod tests {
 
     #[test]
     fn zero_steps_is_a_clear_error() {
-        let err = Scheduler::<burn::backend::Flex>::new(SchedulerKind::Ddim, &SchedulerConfig::default(), 0, None)
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("`steps` must be between 1 and 1000"));
+        let err = Scheduler::<burn::backend::Flex>::new(
+            SchedulerKind::Ddim,
+            &SchedulerConfig::default(),
+            0,
+            None,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string()
+                .contains("`steps` must be between 1 and 1000")
+        );
     }
 }

@@ -17,7 +17,9 @@ pub type B = byteedit_models::CpuBackend;
 pub const FIXTURES: [&str; 2] = ["sd15-inpaint-tiny", "sd2-vpred-tiny"];
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,19 +66,24 @@ impl Expected {
     pub fn tensors_only(path: &Path) -> Self {
         Self {
             bytes: std::fs::read(path).expect("reference tensors"),
-            index: ExpectedIndex { prompts: Vec::new(), cases: Vec::new() },
+            index: ExpectedIndex {
+                prompts: Vec::new(),
+                cases: Vec::new(),
+            },
         }
     }
 
     fn view(&self, name: &str) -> (Vec<usize>, Dtype, Vec<u8>) {
         let st = SafeTensors::deserialize(&self.bytes).expect("valid safetensors");
-        let t = st.tensor(name).unwrap_or_else(|_| panic!("missing expected tensor {name}"));
+        let t = st
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("missing expected tensor {name}"));
         (t.shape().to_vec(), t.dtype(), t.data().to_vec())
     }
 
     pub fn has(&self, name: &str) -> bool {
         SafeTensors::deserialize(&self.bytes)
-            .map(|st| st.names().iter().any(|n| *n == name))
+            .map(|st| st.names().contains(&name))
             .unwrap_or(false)
     }
 
@@ -114,7 +121,12 @@ impl Expected {
 
 /// Largest absolute difference; panics with context when above `tol` or when
 /// shapes differ.
-pub fn assert_close<const D: usize>(what: &str, actual: Tensor<B, D>, expected: Tensor<B, D>, tol: f32) {
+pub fn assert_close<const D: usize>(
+    what: &str,
+    actual: Tensor<B, D>,
+    expected: Tensor<B, D>,
+    tol: f32,
+) {
     assert_eq!(actual.dims(), expected.dims(), "{what}: shape");
     let a = actual.into_data().into_vec::<f32>().expect("f32");
     let e = expected.into_data().into_vec::<f32>().expect("f32");

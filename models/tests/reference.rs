@@ -122,43 +122,8 @@ fn schedulers_match_reference_runs() {
                 let what = format!("{name} {prefix}");
                 let mut scheduler =
                     Scheduler::<B>::new(kind, &model.scheduler_config, steps, None).unwrap();
-                let timesteps = expected.numbers(&format!("{prefix}.timesteps"));
-                assert_slices_close(
-                    &format!("{what}.timesteps"),
-                    scheduler.timesteps(),
-                    &timesteps,
-                    1e-3,
-                );
-                if expected.has(&format!("{prefix}.sigmas")) {
-                    let (_, sigmas) = expected.f32s(&format!("{prefix}.sigmas"));
-                    let ours = scheduler.sigmas().expect("solver has sigmas");
-                    assert_slices_close(&format!("{what}.sigmas"), ours, &sigmas, 1e-5);
-                }
-                let (_, init) = expected.f32s(&format!("{prefix}.init_noise_sigma"));
-                assert_slices_close(
-                    &format!("{what}.init_noise_sigma"),
-                    &[scheduler.init_noise_sigma() as f32],
-                    &init,
-                    1e-5,
-                );
-
-                // The fixture's stand-in model: eps = 0.7 * scaled input + 0.1 * (j % 3).
-                let mut x: Tensor<B, 4> = expected
-                    .tensor::<4>(&format!("{prefix}.sample0"))
-                    .mul_scalar(scheduler.init_noise_sigma());
-                for j in 0..scheduler.timesteps().len() {
-                    let eps = scheduler
-                        .scale_model_input(x.clone(), j)
-                        .mul_scalar(0.7)
-                        .add_scalar(0.1 * (j % 3) as f64);
-                    x = scheduler.step(eps, j, x);
-                }
-                assert_close(
-                    &format!("{what}.final"),
-                    x,
-                    expected.tensor(&format!("{prefix}.final")),
-                    COMPONENT_TOL,
-                );
+                let sample0 = expected.tensor(&format!("{prefix}.sample0"));
+                common::check_scheduler_run(&what, &expected, &prefix, sample0, &mut scheduler);
             }
         }
     }

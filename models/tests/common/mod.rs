@@ -151,3 +151,46 @@ pub fn assert_slices_close(what: &str, actual: &[f32], expected: &[f32], tol: f3
     );
     eprintln!("{what}: max abs error {worst:e} (tolerance {tol:e})");
 }
+
+/// Checks a configured solver against reference group `prefix`: its timesteps,
+/// sigmas (where both have them), initial sigma, and a whole run from
+/// `sample0` with the fixtures' stand-in model
+/// `eps = 0.7 * scale_model_input(x, t) + 0.1 * (j % 3)`.
+pub fn check_scheduler_run(
+    label: &str,
+    expected: &Expected,
+    prefix: &str,
+    sample0: Tensor<B, 4>,
+    scheduler: &mut byteedit_models::schedulers::Scheduler<B>,
+) {
+    let timesteps = expected.numbers(&format!("{prefix}.timesteps"));
+    assert_slices_close(
+        &format!("{label}.timesteps"),
+        scheduler.timesteps(),
+        &timesteps,
+        1e-3,
+    );
+    if expected.has(&format!("{prefix}.sigmas")) {
+        let sigmas = expected.numbers(&format!("{prefix}.sigmas"));
+        let ours = scheduler.sigmas().expect("the solver has sigmas");
+        assert_slices_close(&format!("{label}.sigmas"), ours, &sigmas, 1e-4);
+    }
+    let init = expected.numbers(&format!("{prefix}.init_noise_sigma"));
+    let ours = [scheduler.init_noise_sigma() as f32];
+    assert_slices_close(&format!("{label}.init_noise_sigma"), &ours, &init, 1e-4);
+
+    let mut x = sample0.mul_scalar(scheduler.init_noise_sigma());
+    for j in 0..scheduler.timesteps().len() {
+        let eps = scheduler
+            .scale_model_input(x.clone(), j)
+            .mul_scalar(0.7)
+            .add_scalar(0.1 * (j % 3) as f64);
+        x = scheduler.step(eps, j, x);
+    }
+    assert_close(
+        &format!("{label}.final"),
+        x,
+        expected.tensor(&format!("{prefix}.final")),
+        1e-4,
+    );
+}

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::Backend;
-use byteedit_models::image_io::{read_image, to_luma, to_rgb, write_png};
+use byteedit_models::image_io::{GrayImage, Rgb, RgbImage, read_image, to_luma, to_rgb, write_png};
 use byteedit_models::{
     EditRequest, InitialLatents, InpaintModel, ModelError, SchedulerKind, TimestepSpacing,
 };
@@ -52,6 +52,9 @@ pub struct EditArgs {
     /// Where to write the edited image (PNG, same size as the input).
     #[arg(long)]
     out: PathBuf,
+    /// Also write a side-by-side picture: input | mask over the input | result.
+    #[arg(long)]
+    compare: Option<PathBuf>,
     /// cpu, or cuda / cuda:N in builds with the `cuda` feature.
     #[arg(long, default_value = "cpu", env = "BYTEEDIT_DEVICE")]
     device: DeviceChoice,
@@ -89,6 +92,9 @@ fn run_on<B: Backend>(args: &EditArgs, device: &B::Device) -> Result<(), ModelEr
         )));
     }
     check_out_path(&args.out)?;
+    if let Some(compare) = &args.compare {
+        check_out_path(compare)?;
+    }
     let latents = args
         .latents
         .as_deref()
@@ -127,7 +133,14 @@ fn run_on<B: Backend>(args: &EditArgs, device: &B::Device) -> Result<(), ModelEr
         ControlFlow::Continue(())
     })?;
     bar.finish_and_clear();
-    write_png(&output.to_rgb8(), &args.out)?;
+    let edited = output.to_rgb8();
+    write_png(&edited, &args.out)?;
+    if let Some(compare) = &args.compare {
+        write_png(
+            &side_by_side(&request.image, &request.mask, &edited),
+            compare,
+        )?;
+    }
 
     let t = output.timings;
     println!(
@@ -146,6 +159,23 @@ fn run_on<B: Backend>(args: &EditArgs, device: &B::Device) -> Result<(), ModelEr
         args.out.display()
     );
     Ok(())
+}
+
+/// Input, the mask as a red tint over the input, and the result, left to right.
+fn side_by_side(input: &RgbImage, mask: &GrayImage, edited: &RgbImage) -> RgbImage {
+    let (w, h) = input.dimensions();
+    RgbImage::from_fn(w * 3, h, |x, y| match x / w {
+        0 => *input.get_pixel(x, y),
+        1 => {
+            let [r, g, b] = input.get_pixel(x - w, y).0;
+            if mask.get_pixel(x - w, y).0[0] >= 128 {
+                Rgb([r / 2 + 127, g / 2, b / 2])
+            } else {
+                Rgb([r, g, b])
+            }
+        }
+        _ => *edited.get_pixel(x - 2 * w, y),
+    })
 }
 
 /// Fails early (before the model runs) if the output cannot be written there.

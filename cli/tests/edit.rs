@@ -75,6 +75,7 @@ fn edit_reproduces_the_diffusers_pipeline_from_given_latents() {
     )
     .unwrap();
     let out_png = dir.path().join("edited.png");
+    let compare_png = dir.path().join("compare.png");
 
     let out = byteedit(&[
         "edit",
@@ -96,8 +97,12 @@ fn edit_reproduces_the_diffusers_pipeline_from_given_latents() {
         latents.to_str().unwrap(),
         "--out",
         out_png.to_str().unwrap(),
+        "--compare",
+        compare_png.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    let compare = to_rgb(&read_image(&compare_png).unwrap());
+    assert_eq!(compare.dimensions(), (192, 64), "input | mask | result");
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(
         summary.contains("edited 64x64") && summary.contains("8 steps"),

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
-use image::{GrayImage, ImageReader, Limits, RgbImage};
+pub use image::{GrayImage, Rgb, RgbImage};
+use image::{ImageReader, Limits};
 
 use crate::error::{ModelError, Result};
 

@@ -58,6 +58,9 @@ pub enum ModelError {
     #[error("cannot decode image `{path}`: {message}")]
     Image { path: String, message: String },
 
+    #[error("cannot write image `{path}`: {message}")]
+    ImageWrite { path: String, message: String },
+
     /// The progress callback asked to stop.
     #[error("the edit was cancelled")]
     Cancelled,
@@ -78,6 +81,7 @@ impl ModelError {
             ModelError::Tokenizer { .. } => "tokenizer",
             ModelError::InvalidInput(_) | ModelError::Image { .. } => "invalid_input",
             ModelError::Cancelled => "cancelled",
+            ModelError::ImageWrite { .. } => "output",
         }
     }
 

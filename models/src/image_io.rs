@@ -110,13 +110,13 @@ pub fn to_rgb8(pixels: &[f32], width: u32, height: u32) -> RgbImage {
     RgbImage::from_raw(width, height, bytes).unwrap_or_else(|| RgbImage::new(width, height))
 }
 
-/// Writes a PNG, creating nothing when the path's folder does not exist.
+/// Writes a PNG (the folder must exist).
 pub fn write_png(image: &RgbImage, path: &Path) -> Result<()> {
     image
         .save_with_format(path, image::ImageFormat::Png)
         .map_err(|e| match e {
             image::ImageError::IoError(io) => ModelError::io(path, io),
-            other => ModelError::Image {
+            other => ModelError::ImageWrite {
                 path: path.display().to_string(),
                 message: other.to_string(),
             },

@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use burn::prelude::Backend;
 use byteedit_models::image_io::{GrayImage, Rgb, RgbImage, read_image, to_luma, to_rgb, write_png};
+use byteedit_models::pipeline::check_guidance;
+use byteedit_models::schedulers::{Scheduler, SchedulerConfig};
 use byteedit_models::{
     EditRequest, InitialLatents, InpaintModel, ModelError, SchedulerKind, TimestepSpacing,
 };
@@ -35,7 +37,7 @@ pub struct EditArgs {
     #[arg(long, default_value_t = 20)]
     steps: usize,
     /// Classifier-free guidance scale; 1 or less disables guidance (one UNet pass per step).
-    #[arg(long, default_value_t = 7.5)]
+    #[arg(long, default_value_t = 7.5, allow_negative_numbers = true)]
     guidance: f64,
     /// Solver: ddim, euler or dpmpp-2m.
     #[arg(long, default_value = "dpmpp-2m")]
@@ -100,6 +102,15 @@ fn run_on<B: Backend>(args: &EditArgs, device: &B::Device) -> Result<(), ModelEr
         .as_deref()
         .map(InitialLatents::from_safetensors)
         .transpose()?;
+
+    // Check the options against the model's schedule before spending seconds
+    // on loading it (a folder without one is reported by the load below).
+    check_guidance(args.guidance)?;
+    if let Ok(config) =
+        SchedulerConfig::from_file(&args.model.join("scheduler/scheduler_config.json"))
+    {
+        Scheduler::<B>::new(args.scheduler, &config, args.steps, args.timestep_spacing)?;
+    }
 
     let load_started = Instant::now();
     let model = InpaintModel::<B>::load(&args.model, device)?;

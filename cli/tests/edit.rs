@@ -193,6 +193,12 @@ fn bad_inputs_get_errors_that_say_what_to_fix() {
     let err = failing(&["--steps", "0"], &image, &mask);
     assert!(err.contains("`steps` must be between 1 and 1000"), "{err}");
 
+    let err = failing(&["--guidance", "-1"], &image, &mask);
+    assert!(
+        err.contains("`guidance` must be a finite number >= 0"),
+        "{err}"
+    );
+
     let wrong_latents = dir.path().join("wrong.safetensors");
     save_safetensors(
         &wrong_latents,

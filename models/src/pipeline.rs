@@ -215,12 +215,7 @@ impl<B: Backend> InpaintModel<B> {
             )));
         }
         self.check_size(width, height)?;
-        if !request.guidance_scale.is_finite() || request.guidance_scale < 0.0 {
-            return Err(ModelError::InvalidInput(format!(
-                "`guidance` must be a finite number >= 0, got {}",
-                request.guidance_scale
-            )));
-        }
+        check_guidance(request.guidance_scale)?;
         let sf = self.vae_scale_factor();
         let (lw, lh) = (width as usize / sf, height as usize / sf);
         let channels = self.vae.latent_channels();
@@ -314,6 +309,16 @@ impl<B: Backend> InpaintModel<B> {
             },
         })
     }
+}
+
+/// Classifier-free guidance must be a finite number >= 0.
+pub fn check_guidance(guidance: f64) -> Result<()> {
+    if !guidance.is_finite() || guidance < 0.0 {
+        return Err(ModelError::InvalidInput(format!(
+            "`guidance` must be a finite number >= 0, got {guidance}"
+        )));
+    }
+    Ok(())
 }
 
 /// Opens a component's weights, builds its module, and insists every tensor was used.

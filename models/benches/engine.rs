@@ -36,7 +36,7 @@ struct Args {
     cases: Vec<String>,
     #[arg(long, default_value = "flex")]
     backend: String,
-    /// Timed repetitions after one warm-up (edits at size >= --no-warmup-over skip the warm-up).
+    /// Timed repetitions after one warm-up (edits at size >= --no-warmup-over run once, unwarmed).
     #[arg(long, default_value_t = 3)]
     reps: usize,
     #[arg(long, default_value_t = 512)]
@@ -193,9 +193,14 @@ fn run<B: Backend>(args: &Args, dir: &Path) -> Vec<Row> {
         let latent = (size / 8) as usize;
         let s = size as usize;
         for case in &args.cases {
-            let warm = !(case.starts_with("edit") && size >= args.no_warmup_over);
+            // Large edits run once, without warm-up: one already takes minutes.
+            let single = case.starts_with("edit") && size >= args.no_warmup_over;
+            let (warm, reps) = if single {
+                (false, 1)
+            } else {
+                (true, args.reps)
+            };
             reset_peak_rss();
-            let reps = args.reps;
             let measured = match case.as_str() {
                 "unet" => {
                     let x = Tensor::<B, 4>::random(
@@ -250,7 +255,6 @@ fn run<B: Backend>(args: &Args, dir: &Path) -> Vec<Row> {
                         seed: 0,
                         latents: None,
                     };
-                    let reps = if size >= args.no_warmup_over { 1 } else { reps };
                     Some(time(warm, reps, || {
                         model
                             .edit(&request, &mut |_| ControlFlow::Continue(()))
@@ -261,11 +265,6 @@ fn run<B: Backend>(args: &Args, dir: &Path) -> Vec<Row> {
                 other => panic!("unknown case {other}"),
             };
             if let Some((mean_s, min_s, peak)) = measured {
-                let reps = if case.starts_with("edit") && size >= args.no_warmup_over {
-                    1
-                } else {
-                    reps
-                };
                 eprintln!(
                     "{case:>10} {size:>4}px  mean {mean_s:8.4}s  min {min_s:8.4}s  peak {peak:8.0} MiB"
                 );

@@ -293,12 +293,6 @@ impl UNetConfig {
             None => self.attention_head_dim.iter_n(n).collect(),
         }
     }
-
-    /// How many times the UNet halves the latent: latents must divide by `2^this`
-    /// for skip connections to line up without resizing (they are resized otherwise).
-    pub fn downsample_count(&self) -> usize {
-        self.block_out_channels.len() - 1
-    }
 }
 
 /// `UNet2DConditionModel`: predicts noise (or v) for a latent at timestep `t`
@@ -312,7 +306,6 @@ pub struct UNet2DConditionModel<B: Backend> {
     pub up_blocks: Vec<UpBlock<B>>,
     pub conv_norm_out: GroupNorm<B>,
     pub conv_out: Conv2d<B>,
-    in_channels: usize,
     time_proj_dim: usize,
     flip_sin_to_cos: bool,
     freq_shift: f64,
@@ -431,16 +424,11 @@ impl<B: Backend> UNet2DConditionModel<B> {
                 1,
                 (k_out - 1) / 2,
             )?,
-            in_channels: c.in_channels,
             time_proj_dim,
             flip_sin_to_cos: c.flip_sin_to_cos,
             freq_shift: c.freq_shift,
             center_input_sample: c.center_input_sample,
         })
-    }
-
-    pub fn in_channels(&self) -> usize {
-        self.in_channels
     }
 
     /// `sample`: `[batch, in_channels, h, w]`; `timestep` is shared by the batch;

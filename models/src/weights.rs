@@ -368,10 +368,6 @@ impl<'a, B: Backend> Weights<'a, B> {
         }
     }
 
-    pub fn device(&self) -> &B::Device {
-        &self.device
-    }
-
     pub fn key(&self, name: &str) -> String {
         if self.prefix.is_empty() {
             name.to_string()
@@ -387,20 +383,6 @@ impl<'a, B: Backend> Weights<'a, B> {
     /// The tensor `prefix.name`, which must have exactly `shape`.
     pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
         let values = self.store.read_f32(&self.key(name), &shape, &[])?;
-        Ok(Tensor::from_data(
-            TensorData::new(values, shape),
-            &self.device,
-        ))
-    }
-
-    /// Like [`Weights::tensor`], also accepting `alt` (same values, another layout).
-    pub fn tensor_or_shape<const D: usize>(
-        &self,
-        name: &str,
-        shape: [usize; D],
-        alt: &[usize],
-    ) -> Result<Tensor<B, D>> {
-        let values = self.store.read_f32(&self.key(name), &shape, &[alt])?;
         Ok(Tensor::from_data(
             TensorData::new(values, shape),
             &self.device,

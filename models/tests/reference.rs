@@ -7,9 +7,9 @@ mod common;
 use std::ops::ControlFlow;
 
 use burn::prelude::*;
+use byteedit_models::InpaintModel;
 use byteedit_models::image_io::{read_image, to_rgb};
 use byteedit_models::schedulers::{Scheduler, SchedulerKind};
-use byteedit_models::{EditRequest, InitialLatents, InpaintModel};
 use common::{B, Expected, FIXTURES, assert_close, assert_slices_close, fixture};
 
 const COMPONENT_TOL: f32 = 1e-4;
@@ -153,19 +153,8 @@ fn whole_pipeline_matches_reference() {
         let dir = fixture(name);
         let (image, mask) = common::inputs(&dir);
         for case in &expected.index.cases {
-            let (shape, values) = expected.f32s(&format!("pipeline.{}.latents", case.name));
-            let request = EditRequest {
-                image: image.clone(),
-                mask: mask.clone(),
-                prompt: case.prompt.clone(),
-                negative_prompt: None,
-                steps: case.steps,
-                guidance_scale: case.guidance,
-                scheduler: case.scheduler.parse().unwrap(),
-                timestep_spacing: None,
-                seed: 0,
-                latents: Some(InitialLatents { shape, values }),
-            };
+            let latents = expected.f32s(&format!("pipeline.{}.latents", case.name));
+            let request = case.request(image.clone(), mask.clone(), latents);
             let mut reported = Vec::new();
             let output = model
                 .edit(&request, &mut |p| {
@@ -201,17 +190,10 @@ fn whole_pipeline_matches_reference() {
 /// through two): the up path must resize to the skips' sizes as diffusers does.
 #[test]
 fn odd_latent_sizes_match_reference() {
-    #[derive(serde::Deserialize)]
-    struct OddCase {
-        scheduler: String,
-        steps: usize,
-        guidance: f64,
-        prompt: String,
-    }
     for name in FIXTURES {
         let model = load(name);
         let dir = fixture("odd-sizes").join(name);
-        let case: OddCase =
+        let case: common::Case =
             serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
         let expected = Expected::tensors_only(&dir.join("expected.safetensors"));
         let out = model.unet.forward(
@@ -228,19 +210,7 @@ fn odd_latent_sizes_match_reference() {
 
         let image = to_rgb(&read_image(&dir.join("image.png")).unwrap());
         let mask = byteedit_models::image_io::to_luma(&read_image(&dir.join("mask.png")).unwrap());
-        let (shape, values) = expected.f32s("pipeline.latents");
-        let request = EditRequest {
-            image,
-            mask,
-            prompt: case.prompt,
-            negative_prompt: None,
-            steps: case.steps,
-            guidance_scale: case.guidance,
-            scheduler: case.scheduler.parse().unwrap(),
-            timestep_spacing: None,
-            seed: 0,
-            latents: Some(InitialLatents { shape, values }),
-        };
+        let request = case.request(image, mask, expected.f32s("pipeline.latents"));
         let output = model
             .edit(&request, &mut |_| ControlFlow::Continue(()))
             .unwrap();

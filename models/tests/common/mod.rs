@@ -24,11 +24,37 @@ pub fn fixture(name: &str) -> PathBuf {
 
 #[derive(Debug, Deserialize)]
 pub struct Case {
+    /// Absent in the odd-size fixtures, which hold one case each.
+    #[serde(default)]
     pub name: String,
     pub scheduler: String,
     pub steps: usize,
     pub guidance: f64,
     pub prompt: String,
+}
+
+impl Case {
+    /// The edit the reference pipeline ran: this case's settings, no negative
+    /// prompt, the solver's default spacing, and the reference's initial noise.
+    pub fn request(
+        &self,
+        image: image::RgbImage,
+        mask: image::GrayImage,
+        (shape, values): (Vec<usize>, Vec<f32>),
+    ) -> byteedit_models::EditRequest {
+        byteedit_models::EditRequest {
+            image,
+            mask,
+            prompt: self.prompt.clone(),
+            negative_prompt: None,
+            steps: self.steps,
+            guidance_scale: self.guidance,
+            scheduler: self.scheduler.parse().expect("known scheduler"),
+            timestep_spacing: None,
+            seed: 0,
+            latents: Some(byteedit_models::InitialLatents { shape, values }),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

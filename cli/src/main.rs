@@ -1,9 +1,9 @@
-//! `byteedit`: the ByteEdit command line. `byteedit edit` runs one inpainting
-//! edit with a diffusers model folder; later roles (API, worker, trainer) join
-//! as further subcommands.
+//! `byteedit`: the ByteEdit command line. `byteedit edit` runs one edit with
+//! a diffusers model folder; `api`, `worker` and `serve` run the service.
 
 mod device;
 mod edit;
+mod service;
 
 use std::process::ExitCode;
 
@@ -25,23 +25,37 @@ struct Cli {
 enum Command {
     /// Edit one image: repaint the white part of MASK following PROMPT.
     Edit(edit::EditArgs),
+    /// Run the HTTP API alone (jobs go to workers through Redis).
+    Api(service::ApiCommand),
+    /// Run a worker: load models once, then take their jobs from the queue.
+    Worker(service::WorkerCommand),
+    /// Run the API and a worker in one process, for a single machine.
+    Serve(service::ServeCommand),
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The one-shot `edit` stays quiet; services log what they do.
+    let default_level = match cli.command {
+        Command::Edit(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Edit(args) => edit::run(args),
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Edit(args) => edit::run(args).map_err(Into::into),
+        Command::Api(cmd) => service::api(cmd),
+        Command::Worker(cmd) => service::worker(cmd),
+        Command::Serve(cmd) => service::serve(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
     }

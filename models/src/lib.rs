@@ -15,6 +15,7 @@ pub mod nn;
 pub mod pipeline;
 pub mod resnet;
 pub mod schedulers;
+pub mod tasks;
 pub mod tokenizer;
 pub mod unet_2d;
 pub mod unet_2d_blocks;

@@ -1,0 +1,47 @@
+//! The ByteEdit HTTP API: accepts uploads, records jobs in Postgres, queues
+//! them on Redis, streams their progress, and serves their outputs.
+//!
+//! Handlers live in [`routes`], one file per resource; [`validation`] turns a
+//! raw multipart form into a checked job; [`error::ApiError`] is the only way
+//! an error reaches a client.
+
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+pub mod validation;
+
+use std::future::Future;
+
+use axum::Router;
+use byteedit_jobs::Backends;
+use tokio::net::TcpListener;
+
+pub use config::ApiArgs;
+pub use error::ApiError;
+pub use state::AppState;
+
+/// Builds the state (and starts the event fan-out) for a connected service.
+pub fn app_state(args: &ApiArgs, backends: Backends) -> AppState {
+    AppState::new(args.clone(), backends)
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    routes::router(state)
+}
+
+/// Serves until `shutdown` resolves, then finishes the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!("API listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,331 @@
+//! `/v1/jobs`: read, list, cancel jobs and download their outputs.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use byteedit_jobs::db::{self, CancelOutcome};
+use byteedit_jobs::job::keys;
+use byteedit_jobs::{EditParams, JobError, JobRecord, JobStatus, JobTimings, OutputRecord, Task, events};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::parse_job_id;
+use crate::error::{ApiError, ErrorResponse};
+use crate::state::AppState;
+
+/// A job as clients see it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobOut {
+    pub id: Uuid,
+    pub status: JobStatus,
+    pub task: Task,
+    pub model: String,
+    /// The effective parameters (defaults filled in, seed chosen): submit
+    /// them again to reproduce the result.
+    pub parameters: EditParams,
+    /// Size of the edited canvas (the image, extended when outpainting).
+    pub width: u32,
+    pub height: u32,
+    /// While queued: 1 runs next.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u32>,
+    /// While running: denoising steps done over all outputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressOut>,
+    /// Set once a cancel was asked for a running job.
+    pub cancel_requested: bool,
+    pub outputs: Vec<OutputOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timings: Option<JobTimings>,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+pub struct ProgressOut {
+    pub step: u32,
+    pub total: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OutputOut {
+    pub index: u32,
+    /// Path of the PNG on this API.
+    pub url: String,
+    pub width: u32,
+    pub height: u32,
+    /// The seed this output was made with.
+    pub seed: u64,
+}
+
+impl JobOut {
+    pub fn new(job: JobRecord, outputs: &[OutputRecord], queue_position: Option<u32>) -> Self {
+        Self {
+            id: job.id,
+            status: job.status,
+            task: job.task,
+            model: job.model,
+            parameters: job.params,
+            width: job.width,
+            height: job.height,
+            queue_position: (job.status == JobStatus::Queued).then_some(queue_position).flatten(),
+            progress: (job.status == JobStatus::Running).then_some(ProgressOut {
+                step: job.progress_step,
+                total: job.progress_total,
+            }),
+            cancel_requested: job.cancel_requested && job.status == JobStatus::Running,
+            outputs: outputs
+                .iter()
+                .map(|o| OutputOut {
+                    index: o.index,
+                    url: format!("/v1/jobs/{}/outputs/{}", o.job_id, o.index),
+                    width: o.width,
+                    height: o.height,
+                    seed: o.seed,
+                })
+                .collect(),
+            error: job.error,
+            timings: job.timings,
+            created_at: job.created_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+        }
+    }
+}
+
+/// Reads a job with its outputs and queue position.
+pub async fn job_out(state: &AppState, job: JobRecord) -> Result<JobOut, ApiError> {
+    let db = &state.backends.db;
+    let outputs = if job.status == JobStatus::Succeeded {
+        db::jobs::outputs(db, job.id).await?
+    } else {
+        Vec::new()
+    };
+    let position = match job.status {
+        JobStatus::Queued => Some(db::jobs::queue_position(db, &job).await?),
+        _ => None,
+    };
+    Ok(JobOut::new(job, &outputs, position))
+}
+
+pub async fn find_job(state: &AppState, raw_id: &str) -> Result<JobRecord, ApiError> {
+    let id = parse_job_id(raw_id)?;
+    db::jobs::get(&state.backends.db, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))
+}
+
+/// A job's state, progress, outputs and parameters.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = JobOut),
+        (status = 404, description = "No such job", body = ErrorResponse),
+    ))]
+pub async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobOut>, ApiError> {
+    let job = find_job(&state, &id).await?;
+    Ok(Json(job_out(&state, job).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Jobs per page, 1 to 100 (default 20).
+    pub limit: Option<String>,
+    /// Cursor: the `next` of the previous page.
+    pub before: Option<String>,
+    /// Only jobs in this status.
+    pub status: Option<String>,
+}
+
+/// One page of jobs, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobOut>,
+    /// Cursor for the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// Jobs, newest first, with cursor pagination.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobList),
+        (status = 422, description = "A bad `limit`, `before` or `status`", body = ErrorResponse),
+    ))]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<JobList>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    for key in query.keys() {
+        if !["limit", "before", "status"].contains(&key.as_str()) {
+            return Err(ApiError::invalid(
+                "unknown_field",
+                format!("unknown query parameter `{key}`; use limit, before, status"),
+            ));
+        }
+    }
+    let limit = match query.get("limit") {
+        None => 20,
+        Some(raw) => match raw.parse::<u32>() {
+            Ok(n @ 1..=100) => n,
+            _ => {
+                return Err(ApiError::invalid(
+                    "invalid_field",
+                    format!("`limit` must be an integer from 1 to 100; got `{raw}`"),
+                ));
+            }
+        },
+    };
+    let before = query
+        .get("before")
+        .map(|raw| {
+            Uuid::parse_str(raw).map_err(|_| {
+                ApiError::invalid(
+                    "invalid_field",
+                    format!("`before` must be the `next` cursor of a previous page; got `{raw}`"),
+                )
+            })
+        })
+        .transpose()?;
+    let status = query
+        .get("status")
+        .map(|raw| {
+            raw.parse::<JobStatus>().map_err(|_| {
+                ApiError::invalid(
+                    "invalid_field",
+                    format!("`status` must be one of queued, running, succeeded, failed, canceled; got `{raw}`"),
+                )
+            })
+        })
+        .transpose()?;
+    let db = &state.backends.db;
+    let page = db::jobs::list(db, before, status, limit).await?;
+    let ids: Vec<Uuid> = page.jobs.iter().map(|j| j.id).collect();
+    let outputs = db::jobs::outputs_of(db, &ids).await?;
+    let mut jobs = Vec::with_capacity(page.jobs.len());
+    for job in page.jobs {
+        let position = match job.status {
+            JobStatus::Queued => Some(db::jobs::queue_position(db, &job).await?),
+            _ => None,
+        };
+        let mine: Vec<OutputRecord> = outputs.iter().filter(|o| o.job_id == job.id).cloned().collect();
+        jobs.push(JobOut::new(job, &mine, position));
+    }
+    Ok(Json(JobList {
+        jobs,
+        next: page.next.map(|id| id.to_string()),
+    }))
+}
+
+/// Cancels a job: a queued job never runs; a running one stops at its next
+/// denoising step (the job then ends `canceled`).
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Canceled (was queued)", body = JobOut),
+        (status = 202, description = "Cancel requested (running); watch its events", body = JobOut),
+        (status = 404, description = "No such job", body = ErrorResponse),
+        (status = 409, description = "The job had already ended", body = ErrorResponse),
+    ))]
+pub async fn cancel_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_job_id(&id)?;
+    let backends = &state.backends;
+    match db::jobs::cancel(&backends.db, id).await? {
+        CancelOutcome::Canceled(job) => {
+            let message = event(&job, events::JobEvent::Canceled);
+            publish_quietly(&state, &message).await;
+            Ok((StatusCode::OK, Json(job_out(&state, job).await?)).into_response())
+        }
+        CancelOutcome::Requested(job) => {
+            let message = event(&job, events::JobEvent::CancelRequested);
+            publish_quietly(&state, &message).await;
+            Ok((StatusCode::ACCEPTED, Json(job_out(&state, job).await?)).into_response())
+        }
+        CancelOutcome::AlreadyFinished(job) => Err(ApiError::Conflict {
+            code: "job_finished",
+            message: format!("job `{id}` already ended ({}); there is nothing to cancel", job.status),
+        }),
+        CancelOutcome::NotFound => Err(ApiError::NotFound(format!("no job `{id}`"))),
+    }
+}
+
+fn event(job: &JobRecord, event: events::JobEvent) -> events::EventMessage {
+    events::EventMessage {
+        job: job.id,
+        model: job.model.clone(),
+        task: job.task,
+        event,
+    }
+}
+
+/// Events are notifications: Postgres already holds the change, and workers
+/// also read cancellation from it on their heartbeat, so a failed publish is
+/// logged, not returned.
+async fn publish_quietly(state: &AppState, message: &events::EventMessage) {
+    if let Err(e) = events::publish(&state.backends.conn, &state.backends.prefix, message).await {
+        tracing::warn!("cannot publish {} for job {}: {e}", message.event.name(), message.job);
+    }
+}
+
+/// One output image (PNG).
+#[utoipa::path(get, path = "/v1/jobs/{id}/outputs/{index}", tag = "jobs",
+    params(
+        ("id" = Uuid, Path, description = "Job id"),
+        ("index" = u32, Path, description = "Output index, from 0"),
+    ),
+    responses(
+        (status = 200, description = "The image", content_type = "image/png"),
+        (status = 404, description = "No such job or output", body = ErrorResponse),
+        (status = 409, description = "The job has not succeeded (yet)", body = ErrorResponse),
+    ))]
+pub async fn get_output(
+    State(state): State<AppState>,
+    Path((id, index)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let job = find_job(&state, &id).await?;
+    if job.status != JobStatus::Succeeded {
+        return Err(ApiError::Conflict {
+            code: "not_ready",
+            message: format!("job `{}` is {}; outputs exist once it has succeeded", job.id, job.status),
+        });
+    }
+    let outputs = db::jobs::outputs(&state.backends.db, job.id).await?;
+    let output = index
+        .parse::<u32>()
+        .ok()
+        .and_then(|i| outputs.iter().find(|o| o.index == i))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "job `{}` has outputs 0 to {}; there is no output `{index}`",
+                job.id,
+                outputs.len().saturating_sub(1)
+            ))
+        })?;
+    debug_assert_eq!(output.storage_key, keys::output(job.id, output.index));
+    let bytes = state.backends.storage.get(&output.storage_key).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png".to_owned()),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("inline; filename=\"{}-{}.png\"", job.id, output.index),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}

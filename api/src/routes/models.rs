@@ -1,0 +1,43 @@
+//! `/v1/models`: what the workers serve.
+
+use axum::Json;
+use axum::extract::State;
+use byteedit_jobs::{ModelInfo, db};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ModelOut {
+    #[serde(flatten)]
+    pub info: ModelInfo,
+    /// Workers serving it now; jobs for a model with none wait in its queue.
+    pub workers: u32,
+    /// Last time a worker registered it.
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ModelList {
+    pub models: Vec<ModelOut>,
+}
+
+/// Every model a worker has served, with its defaults and live worker count.
+#[utoipa::path(get, path = "/v1/models", tag = "models",
+    responses((status = 200, description = "The models", body = ModelList)))]
+pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
+    let models = db::models::list(&state.backends.db).await?;
+    Ok(Json(ModelList {
+        models: models
+            .into_iter()
+            .map(|m| ModelOut {
+                info: m.info,
+                workers: m.workers,
+                updated_at: m.updated_at,
+            })
+            .collect(),
+    }))
+}

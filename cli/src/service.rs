@@ -1,0 +1,132 @@
+//! `byteedit api`, `byteedit worker` and `byteedit serve`: the service roles.
+
+use anyhow::Context;
+use byteedit_api::ApiArgs;
+use byteedit_jobs::{Backends, ConnectArgs};
+use byteedit_worker::{Worker, WorkerArgs, WorkerHandle};
+use clap::Args;
+
+use crate::device::DeviceChoice;
+
+#[derive(Args, Debug)]
+pub struct ApiCommand {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerCommand {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    #[command(flatten)]
+    worker: WorkerArgs,
+    /// cpu, or cuda / cuda:N in builds with the `cuda` feature.
+    #[arg(long, default_value = "cpu", env = "BYTEEDIT_DEVICE")]
+    device: DeviceChoice,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeCommand {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    #[command(flatten)]
+    api: ApiArgs,
+    #[command(flatten)]
+    worker: WorkerArgs,
+    /// cpu, or cuda / cuda:N in builds with the `cuda` feature.
+    #[arg(long, default_value = "cpu", env = "BYTEEDIT_DEVICE")]
+    device: DeviceChoice,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn connect(args: &ConnectArgs) -> anyhow::Result<Backends> {
+    Backends::connect(args).await.with_context(|| {
+        format!(
+            "cannot connect to Postgres ({}), Redis ({}) or storage ({})",
+            args.database_url, args.redis_url, args.storage_url
+        )
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+async fn start_worker(args: WorkerArgs, backends: Backends, device: DeviceChoice) -> anyhow::Result<WorkerHandle> {
+    let handle = match device {
+        DeviceChoice::Cpu => Worker::start::<byteedit_models::CpuBackend>(args, backends, Default::default()).await,
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda(index) => {
+            crate::device::check_cuda_driver().map_err(anyhow::Error::msg)?;
+            let device = burn::backend::cuda::CudaDevice::new(index);
+            Worker::start::<burn::backend::Cuda>(args, backends, device).await
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceChoice::Cuda(_) => anyhow::bail!("this build has no CUDA support: rebuild with `--features cuda`"),
+    };
+    Ok(handle?)
+}
+
+async fn bind(api: &ApiArgs) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(api.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", api.bind))
+}
+
+pub fn api(cmd: ApiCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let backends = connect(&cmd.connect).await?;
+        let listener = bind(&cmd.api).await?;
+        let state = byteedit_api::app_state(&cmd.api, backends);
+        byteedit_api::serve(listener, state, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+pub fn worker(cmd: WorkerCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let backends = connect(&cmd.connect).await?;
+        let mut handle = start_worker(cmd.worker, backends, cmd.device).await?;
+        tokio::select! {
+            _ = shutdown_signal() => handle.stop().await?,
+            result = handle.wait() => result?,
+        }
+        Ok(())
+    })
+}
+
+pub fn serve(cmd: ServeCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let backends = connect(&cmd.connect).await?;
+        let listener = bind(&cmd.api).await?;
+        let worker = start_worker(cmd.worker, backends.clone(), cmd.device).await?;
+        let state = byteedit_api::app_state(&cmd.api, backends);
+        byteedit_api::serve(listener, state, shutdown_signal()).await?;
+        worker.stop().await?;
+        Ok(())
+    })
+}

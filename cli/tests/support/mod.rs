@@ -1,0 +1,218 @@
+//! A real ByteEdit service for tests: the API on an ephemeral port and
+//! in-process workers with the tiny fixture model, against the real Postgres
+//! and Redis, each test with its own database and Redis prefix.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use byteedit_api::ApiArgs;
+use byteedit_jobs::{Backends, ConnectArgs};
+use byteedit_worker::{ModelSpec, Worker, WorkerArgs, WorkerHandle};
+use futures_util::StreamExt;
+use serde_json::Value;
+use sqlx::Connection;
+use tokio::sync::oneshot;
+
+pub const MODEL: &str = "tiny";
+
+pub fn tiny_model() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tests/fixtures/sd15-inpaint-tiny"))
+}
+
+pub fn fixture_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(tiny_model().join(name)).expect("fixture image")
+}
+
+/// Postgres server URL without a database (override with BYTEEDIT_TEST_PG).
+fn pg_server() -> String {
+    std::env::var("BYTEEDIT_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+fn redis_url() -> String {
+    std::env::var("BYTEEDIT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub struct Service {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub backends: Backends,
+    pub connect: ConnectArgs,
+    pub workers: Vec<WorkerHandle>,
+    database: String,
+    stop_api: Option<oneshot::Sender<()>>,
+    _storage: tempfile::TempDir,
+}
+
+impl Service {
+    /// The API plus `workers` workers serving the tiny model as `tiny`.
+    pub async fn start(workers: usize) -> Service {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let database = format!("byteedit_test_{tag}");
+        let storage = tempfile::tempdir().unwrap();
+        let connect = ConnectArgs {
+            database_url: format!("{}/{database}", pg_server()),
+            redis_url: redis_url(),
+            storage_url: storage.path().to_string_lossy().into_owned(),
+            redis_prefix: format!("byteedit-test-{tag}"),
+            db_connections: 8,
+        };
+        let backends = Backends::connect(&connect).await.expect("Postgres and Redis must be running");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = byteedit_api::app_state(&ApiArgs::default(), backends.clone());
+        let (stop_api, stopped) = oneshot::channel::<()>();
+        tokio::spawn(byteedit_api::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        let mut service = Service {
+            base,
+            http: reqwest::Client::new(),
+            backends,
+            connect,
+            workers: Vec::new(),
+            database,
+            stop_api: Some(stop_api),
+            _storage: storage,
+        };
+        for _ in 0..workers {
+            service.add_worker().await;
+        }
+        service
+    }
+
+    /// Starts one more worker with its own connections, as another machine would.
+    pub async fn add_worker(&mut self) -> uuid::Uuid {
+        let backends = Backends::connect(&self.connect).await.unwrap();
+        let args = WorkerArgs::for_models(vec![ModelSpec { name: MODEL.into(), dir: tiny_model() }]);
+        let handle = Worker::start::<byteedit_models::CpuBackend>(args, backends, Default::default())
+            .await
+            .expect("worker starts");
+        let id = handle.id;
+        self.workers.push(handle);
+        id
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let response = self.http.delete(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST /v1/edits with text fields and the fixture image (and mask).
+    pub async fn submit(&self, fields: &[(&str, &str)], with_mask: bool) -> (u16, Value) {
+        let mut form = reqwest::multipart::Form::new().part(
+            "image",
+            reqwest::multipart::Part::bytes(fixture_bytes("expected_image.png")).file_name("image.png"),
+        );
+        if with_mask {
+            form = form.part(
+                "mask",
+                reqwest::multipart::Part::bytes(fixture_bytes("expected_mask.png")).file_name("mask.png"),
+            );
+        }
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        self.post_form(form).await
+    }
+
+    pub async fn post_form(&self, form: reqwest::multipart::Form) -> (u16, Value) {
+        let response = self.http.post(self.url("/v1/edits")).multipart(form).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Follows a job's SSE stream to its final event (bounded in time).
+    pub async fn follow(&self, job: &str) -> Vec<(String, Value)> {
+        let response = self.http.get(self.url(&format!("/v1/jobs/{job}/events"))).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let mut body = response.bytes_stream();
+        let mut buffer = String::new();
+        let mut events = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let chunk = tokio::time::timeout_at(deadline, body.next())
+                .await
+                .expect("job ends within 120 s");
+            let Some(chunk) = chunk else { return events };
+            buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let mut name = None;
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if let Some(name) = name {
+                    let data: Value = serde_json::from_str(&data).unwrap();
+                    let last = matches!(name.as_str(), "succeeded" | "failed" | "canceled");
+                    events.push((name, data));
+                    if last {
+                        return events;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Polls a job until `done` says so (bounded in time).
+    pub async fn wait_for(&self, job: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..1200 {
+            let (_, body) = self.get(&format!("/v1/jobs/{job}")).await;
+            if done(&body) {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("job {job} did not reach the expected state");
+    }
+
+    pub async fn download(&self, path: &str) -> (u16, String, Vec<u8>) {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        let kind = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, kind, response.bytes().await.unwrap().to_vec())
+    }
+
+    /// Stops workers and the API, and drops the test database.
+    pub async fn finish(mut self) {
+        for worker in self.workers.drain(..) {
+            worker.stop().await.unwrap();
+        }
+        if let Some(stop) = self.stop_api.take() {
+            let _ = stop.send(());
+        }
+        self.backends.db.close().await;
+        let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server())).await.unwrap();
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut admin).await.unwrap();
+    }
+}
+
+/// Asserts the one error shape and returns its code.
+pub fn error_code(body: &Value) -> String {
+    let error = &body["error"];
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "no message in {body}");
+    error["code"].as_str().unwrap_or_else(|| panic!("no code in {body}")).to_owned()
+}

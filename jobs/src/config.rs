@@ -1,0 +1,98 @@
+//! Where the backing services are, and connecting to them.
+
+use std::time::Duration;
+
+use clap::Args;
+use redis::aio::MultiplexedConnection;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::error::Result;
+use crate::storage::Storage;
+
+/// Connection settings shared by `byteedit api`, `worker` and `serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ConnectArgs {
+    /// Postgres URL; the database is created if missing and migrated at start.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/byteedit"
+    )]
+    pub database_url: String,
+    /// Redis URL (job queue and progress events).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Where images go: a folder path (or file:///path), memory://, or an
+    /// S3-compatible store such as s3://bucket/prefix (credentials and
+    /// endpoint from the usual AWS_* variables).
+    #[arg(long, env = "BYTEEDIT_STORAGE_URL", default_value = "./data/storage")]
+    pub storage_url: String,
+    /// Prefix of every Redis key and channel, so several deployments (or
+    /// test runs) can share one Redis.
+    #[arg(long, env = "BYTEEDIT_REDIS_PREFIX", default_value = "byteedit")]
+    pub redis_prefix: String,
+    /// Most Postgres connections this process opens.
+    #[arg(long, env = "BYTEEDIT_DB_CONNECTIONS", default_value_t = 16)]
+    pub db_connections: u32,
+}
+
+/// Live handles to Postgres, Redis and storage.
+#[derive(Clone)]
+pub struct Backends {
+    pub db: PgPool,
+    pub redis: redis::Client,
+    /// Shared multiplexed connection for short commands.
+    pub conn: MultiplexedConnection,
+    pub storage: Storage,
+    pub prefix: String,
+}
+
+impl Backends {
+    /// Connects to everything, creating and migrating the database as needed.
+    pub async fn connect(args: &ConnectArgs) -> Result<Self> {
+        if !sqlx::Postgres::database_exists(&args.database_url).await? {
+            tracing::info!("creating database {}", args.database_url);
+            // Two processes starting together may race to create it.
+            if let Err(e) = sqlx::Postgres::create_database(&args.database_url).await
+                && !sqlx::Postgres::database_exists(&args.database_url).await?
+            {
+                return Err(e.into());
+            }
+        }
+        let db = PgPoolOptions::new()
+            .max_connections(args.db_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&args.database_url)
+            .await?;
+        sqlx::migrate!("../migrations").run(&db).await?;
+        let redis = redis::Client::open(args.redis_url.as_str())?;
+        let conn = redis
+            .get_multiplexed_async_connection_with_config(
+                &redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(5)))
+                    .set_response_timeout(Some(Duration::from_secs(5))),
+            )
+            .await?;
+        let storage = Storage::from_url(&args.storage_url)?;
+        Ok(Self {
+            db,
+            redis,
+            conn,
+            storage,
+            prefix: args.redis_prefix.clone(),
+        })
+    }
+
+    pub fn queue(&self) -> crate::queue::Queue {
+        crate::queue::Queue::new(self.conn.clone(), &self.prefix)
+    }
+
+    /// Checks that Postgres and Redis answer (for readiness probes).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.db).await?;
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,402 @@
+//! The `jobs` and `job_outputs` tables.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::{JobsError, Result};
+use crate::job::{EditParams, JobError, JobRecord, JobStatus, JobTimings, OutputRecord, Task};
+
+/// A validated job, ready to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: Uuid,
+    pub task: Task,
+    pub model: String,
+    pub params: EditParams,
+    pub image_key: String,
+    pub mask_key: Option<String>,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: Uuid,
+    status: String,
+    task: String,
+    model: String,
+    params: serde_json::Value,
+    image_key: String,
+    mask_key: Option<String>,
+    width: i32,
+    height: i32,
+    progress_step: i32,
+    progress_total: i32,
+    cancel_requested: bool,
+    worker_id: Option<Uuid>,
+    attempts: i32,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    timings: Option<serde_json::Value>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<JobRow> for JobRecord {
+    type Error = JobsError;
+    fn try_from(r: JobRow) -> Result<Self> {
+        Ok(Self {
+            id: r.id,
+            status: r.status.parse().map_err(JobsError::Corrupt)?,
+            task: r.task.parse().map_err(JobsError::Corrupt)?,
+            model: r.model,
+            params: serde_json::from_value(r.params)?,
+            image_key: r.image_key,
+            mask_key: r.mask_key,
+            width: r.width as u32,
+            height: r.height as u32,
+            progress_step: r.progress_step as u32,
+            progress_total: r.progress_total as u32,
+            cancel_requested: r.cancel_requested,
+            worker_id: r.worker_id,
+            attempts: r.attempts as u32,
+            error: match (r.error_code, r.error_message) {
+                (Some(code), message) => Some(JobError {
+                    code,
+                    message: message.unwrap_or_default(),
+                }),
+                _ => None,
+            },
+            timings: r.timings.map(serde_json::from_value).transpose()?,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        })
+    }
+}
+
+/// The columns `JobRow` reads, as a literal so queries stay `&'static str`.
+macro_rules! job_columns {
+    () => {
+        "id, status, task, model, params, image_key, mask_key, width, height, \
+         progress_step, progress_total, cancel_requested, worker_id, attempts, error_code, \
+         error_message, timings, created_at, started_at, finished_at"
+    };
+}
+
+fn records(rows: Vec<JobRow>) -> Result<Vec<JobRecord>> {
+    rows.into_iter().map(JobRecord::try_from).collect()
+}
+
+pub async fn insert(db: &PgPool, job: &NewJob) -> Result<JobRecord> {
+    let row: JobRow = sqlx::query_as(concat!(
+        "INSERT INTO jobs (id, status, task, model, params, image_key, mask_key, width, height, progress_total) \
+         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9) \
+         RETURNING ",
+        job_columns!()
+    ),
+    )
+    .bind(job.id)
+    .bind(job.task.as_str())
+    .bind(&job.model)
+    .bind(serde_json::to_value(&job.params)?)
+    .bind(&job.image_key)
+    .bind(&job.mask_key)
+    .bind(job.width as i32)
+    .bind(job.height as i32)
+    .bind(job.params.total_steps() as i32)
+    .fetch_one(db)
+    .await?;
+    row.try_into()
+}
+
+pub async fn get(db: &PgPool, id: Uuid) -> Result<Option<JobRecord>> {
+    let row: Option<JobRow> = sqlx::query_as(concat!(
+        "SELECT ", job_columns!(), " FROM jobs WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    row.map(JobRecord::try_from).transpose()
+}
+
+/// One page of a newest-first listing.
+#[derive(Debug)]
+pub struct Page {
+    pub jobs: Vec<JobRecord>,
+    /// Pass as `before` to get the next page; `None` on the last page.
+    pub next: Option<Uuid>,
+}
+
+/// Jobs newest first. Ids are UUIDv7, so "created before" is "id less than",
+/// and the last id of a page is the cursor of the next.
+pub async fn list(
+    db: &PgPool,
+    before: Option<Uuid>,
+    status: Option<JobStatus>,
+    limit: u32,
+) -> Result<Page> {
+    let rows: Vec<JobRow> = sqlx::query_as(concat!(
+        "SELECT ", job_columns!(), " FROM jobs \
+         WHERE ($1::uuid IS NULL OR id < $1) AND ($2::text IS NULL OR status = $2) \
+         ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(before)
+    .bind(status.map(JobStatus::as_str))
+    .bind(limit as i64 + 1)
+    .fetch_all(db)
+    .await?;
+    let mut jobs = records(rows)?;
+    let next = if jobs.len() > limit as usize {
+        jobs.truncate(limit as usize);
+        jobs.last().map(|j| j.id)
+    } else {
+        None
+    };
+    Ok(Page { jobs, next })
+}
+
+/// 1 for the next job of its model to run, 2 for the one after, ...
+pub async fn queue_position(db: &PgPool, job: &JobRecord) -> Result<u32> {
+    let (ahead,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM jobs WHERE status = 'queued' AND model = $1 AND id < $2",
+    )
+    .bind(&job.model)
+    .bind(job.id)
+    .fetch_one(db)
+    .await?;
+    Ok(ahead as u32 + 1)
+}
+
+/// Queued and running jobs per model, for the queue-depth metric.
+pub async fn depth_by_model(db: &PgPool) -> Result<Vec<(String, JobStatus, i64)>> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT model, status, count(*) FROM jobs \
+         WHERE status IN ('queued', 'running') GROUP BY model, status",
+    )
+    .fetch_all(db)
+    .await?;
+    rows.into_iter()
+        .map(|(m, s, n)| Ok((m, s.parse().map_err(JobsError::Corrupt)?, n)))
+        .collect()
+}
+
+/// Takes a queued job for `worker`. `None` when it is no longer queued
+/// (canceled, or already taken), so a job delivered twice never runs twice.
+pub async fn claim(db: &PgPool, id: Uuid, worker: Uuid) -> Result<Option<JobRecord>> {
+    let row: Option<JobRow> = sqlx::query_as(concat!(
+        "UPDATE jobs SET status = 'running', worker_id = $2, started_at = now(), \
+         heartbeat_at = now(), attempts = attempts + 1 \
+         WHERE id = $1 AND status = 'queued' RETURNING ", job_columns!(), ""
+    ))
+    .bind(id)
+    .bind(worker)
+    .fetch_optional(db)
+    .await?;
+    row.map(JobRecord::try_from).transpose()
+}
+
+pub async fn set_progress(db: &PgPool, id: Uuid, worker: Uuid, step: u32) -> Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET progress_step = $3, heartbeat_at = now() \
+         WHERE id = $1 AND worker_id = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(step as i32)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Marks the worker's running job alive; answers whether a cancel was asked.
+pub async fn heartbeat(db: &PgPool, id: Uuid, worker: Uuid) -> Result<bool> {
+    let row: Option<(bool,)> = sqlx::query_as(
+        "UPDATE jobs SET heartbeat_at = now() \
+         WHERE id = $1 AND worker_id = $2 AND status = 'running' RETURNING cancel_requested",
+    )
+    .bind(id)
+    .bind(worker)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.is_some_and(|(c,)| c))
+}
+
+/// An output about to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewOutput {
+    pub index: u32,
+    pub storage_key: String,
+    pub width: u32,
+    pub height: u32,
+    pub seed: u64,
+}
+
+/// Records the outputs and the success together. `false` if the job was not
+/// this worker's running job any more (nothing is recorded then).
+pub async fn succeed(
+    db: &PgPool,
+    id: Uuid,
+    worker: Uuid,
+    outputs: &[NewOutput],
+    timings: &JobTimings,
+) -> Result<bool> {
+    let mut tx = db.begin().await?;
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'succeeded', finished_at = now(), progress_step = progress_total, \
+         timings = $3 WHERE id = $1 AND worker_id = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(serde_json::to_value(timings)?)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    for o in outputs {
+        sqlx::query(
+            "INSERT INTO job_outputs (id, job_id, index, storage_key, width, height, seed) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(id)
+        .bind(o.index as i32)
+        .bind(&o.storage_key)
+        .bind(o.width as i32)
+        .bind(o.height as i32)
+        .bind(o.seed as i64)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Ends the worker's running job as `failed` or `canceled`.
+pub async fn finish_unsuccessfully(
+    db: &PgPool,
+    id: Uuid,
+    worker: Uuid,
+    status: JobStatus,
+    error: Option<&JobError>,
+    timings: Option<&JobTimings>,
+) -> Result<bool> {
+    debug_assert!(matches!(status, JobStatus::Failed | JobStatus::Canceled));
+    let done = sqlx::query(
+        "UPDATE jobs SET status = $3, finished_at = now(), error_code = $4, error_message = $5, \
+         timings = $6 WHERE id = $1 AND worker_id = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(status.as_str())
+    .bind(error.map(|e| e.code.as_str()))
+    .bind(error.map(|e| e.message.as_str()))
+    .bind(timings.map(serde_json::to_value).transpose()?)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What `DELETE /v1/jobs/{id}` did.
+#[derive(Debug, Clone)]
+pub enum CancelOutcome {
+    /// It was queued and is now canceled: it will never run.
+    Canceled(JobRecord),
+    /// It is running; its worker stops it at the next step.
+    Requested(JobRecord),
+    /// It had already ended.
+    AlreadyFinished(JobRecord),
+    NotFound,
+}
+
+pub async fn cancel(db: &PgPool, id: Uuid) -> Result<CancelOutcome> {
+    let queued: Option<JobRow> = sqlx::query_as(concat!(
+        "UPDATE jobs SET status = 'canceled', cancel_requested = true, finished_at = now() \
+         WHERE id = $1 AND status = 'queued' RETURNING ", job_columns!(), ""
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    if let Some(row) = queued {
+        return Ok(CancelOutcome::Canceled(row.try_into()?));
+    }
+    let running: Option<JobRow> = sqlx::query_as(concat!(
+        "UPDATE jobs SET cancel_requested = true \
+         WHERE id = $1 AND status = 'running' RETURNING ", job_columns!(), ""
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    if let Some(row) = running {
+        return Ok(CancelOutcome::Requested(row.try_into()?));
+    }
+    Ok(match get(db, id).await? {
+        Some(job) => CancelOutcome::AlreadyFinished(job),
+        None => CancelOutcome::NotFound,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct OutputRow {
+    id: Uuid,
+    job_id: Uuid,
+    index: i32,
+    storage_key: String,
+    width: i32,
+    height: i32,
+    seed: i64,
+}
+
+impl From<OutputRow> for OutputRecord {
+    fn from(r: OutputRow) -> Self {
+        Self {
+            id: r.id,
+            job_id: r.job_id,
+            index: r.index as u32,
+            storage_key: r.storage_key,
+            width: r.width as u32,
+            height: r.height as u32,
+            seed: r.seed as u64,
+        }
+    }
+}
+
+pub async fn outputs(db: &PgPool, job: Uuid) -> Result<Vec<OutputRecord>> {
+    let rows: Vec<OutputRow> = sqlx::query_as(
+        "SELECT id, job_id, index, storage_key, width, height, seed FROM job_outputs \
+         WHERE job_id = $1 ORDER BY index",
+    )
+    .bind(job)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(OutputRecord::from).collect())
+}
+
+/// Outputs of many jobs at once (for listings), keyed by job.
+pub async fn outputs_of(db: &PgPool, jobs: &[Uuid]) -> Result<Vec<OutputRecord>> {
+    let rows: Vec<OutputRow> = sqlx::query_as(
+        "SELECT id, job_id, index, storage_key, width, height, seed FROM job_outputs \
+         WHERE job_id = ANY($1) ORDER BY job_id, index",
+    )
+    .bind(jobs)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(OutputRecord::from).collect())
+}
+
+/// Ends a queued job that could not be put on the queue.
+pub async fn abandon(db: &PgPool, id: Uuid, error: &JobError) -> Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'failed', finished_at = now(), error_code = $2, \
+         error_message = $3 WHERE id = $1 AND status = 'queued'",
+    )
+    .bind(id)
+    .bind(&error.code)
+    .bind(&error.message)
+    .execute(db)
+    .await?;
+    Ok(())
+}

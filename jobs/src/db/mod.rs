@@ -1,0 +1,8 @@
+//! Postgres records: one module per table family.
+
+pub mod jobs;
+pub mod models;
+
+pub use models::ModelStatus;
+
+pub use jobs::{CancelOutcome, NewJob, Page};

@@ -1,0 +1,172 @@
+//! The job queue: one Redis stream per model, read by the consumer group
+//! `workers`. Entries carry only the job id; the job itself is in Postgres.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::streams::StreamReadReply;
+use uuid::Uuid;
+
+use crate::error::Result;
+
+const GROUP: &str = "workers";
+const JOB_FIELD: &str = "job";
+
+fn stream_key(prefix: &str, model: &str) -> String {
+    format!("{prefix}:jobs:{model}")
+}
+
+/// Puts job ids on the queue (the API side).
+#[derive(Clone)]
+pub struct Queue {
+    conn: MultiplexedConnection,
+    prefix: String,
+}
+
+impl Queue {
+    pub fn new(conn: MultiplexedConnection, prefix: &str) -> Self {
+        Self {
+            conn,
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub async fn enqueue(&self, model: &str, job: Uuid) -> Result<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("XADD")
+            .arg(stream_key(&self.prefix, model))
+            .arg("*")
+            .arg(JOB_FIELD)
+            .arg(job.to_string())
+            .query_async::<String>(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A job id handed to this worker; acknowledge it once the result is recorded.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub model: String,
+    pub entry: String,
+    /// `None` for an entry without a readable job id (acknowledge and skip).
+    pub job: Option<Uuid>,
+}
+
+/// One worker's reading end of the queue.
+pub struct QueueConsumer {
+    /// Blocking reads get a connection of their own with no response
+    /// timeout: redis' 500 ms default would cut a long `BLOCK` short.
+    blocking: MultiplexedConnection,
+    conn: MultiplexedConnection,
+    prefix: String,
+    consumer: String,
+    models: Vec<String>,
+}
+
+impl QueueConsumer {
+    /// Joins the consumer group of each model's stream, creating them as
+    /// needed (from the start, so jobs queued before any worker are kept).
+    pub async fn new(
+        client: &redis::Client,
+        conn: MultiplexedConnection,
+        prefix: &str,
+        consumer: &str,
+        models: &[String],
+    ) -> Result<Self> {
+        let blocking = client
+            .get_multiplexed_async_connection_with_config(
+                &redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(5)))
+                    .set_response_timeout(None),
+            )
+            .await?;
+        let mut c = conn.clone();
+        for model in models {
+            let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(stream_key(prefix, model))
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut c)
+                .await;
+            match created {
+                Ok(()) => {}
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Self {
+            blocking,
+            conn,
+            prefix: prefix.to_owned(),
+            consumer: consumer.to_owned(),
+            models: models.to_vec(),
+        })
+    }
+
+    /// Waits up to `block` for the next job of any served model.
+    pub async fn next(&mut self, block: Duration) -> Result<Option<Delivery>> {
+        let keys: Vec<String> = self
+            .models
+            .iter()
+            .map(|m| stream_key(&self.prefix, m))
+            .collect();
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&keys);
+        for _ in &keys {
+            cmd.arg(">");
+        }
+        let reply: Option<StreamReadReply> = cmd.query_async(&mut self.blocking).await?;
+        let Some(reply) = reply else {
+            return Ok(None);
+        };
+        for stream in reply.keys {
+            let model = stream
+                .key
+                .strip_prefix(&format!("{}:jobs:", self.prefix))
+                .unwrap_or(&stream.key)
+                .to_owned();
+            if let Some(entry) = stream.ids.into_iter().next() {
+                let job = entry
+                    .get::<String>(JOB_FIELD)
+                    .and_then(|s| Uuid::parse_str(&s).ok());
+                return Ok(Some(Delivery {
+                    model,
+                    entry: entry.id,
+                    job,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Acknowledges and deletes the entry, so the stream length stays the
+    /// number of jobs not yet finished.
+    pub async fn ack(&self, delivery: &Delivery) -> Result<()> {
+        let key = stream_key(&self.prefix, &delivery.model);
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .cmd("XACK")
+            .arg(&key)
+            .arg(GROUP)
+            .arg(&delivery.entry)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&key)
+            .arg(&delivery.entry)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+}

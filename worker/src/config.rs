@@ -1,0 +1,97 @@
+//! Worker settings (flags and environment).
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::Args;
+
+/// `NAME=DIR`: serve the diffusers folder DIR under the name NAME.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl FromStr for ModelSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, dir) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}` is not NAME=DIR (e.g. sd15=./models/sd15-inpaint)"))?;
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !valid {
+            return Err(format!(
+                "model name `{name}` must be 1-64 letters, digits, `-`, `_` or `.`"
+            ));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            dir: PathBuf::from(dir),
+        })
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    /// A model to serve, as NAME=DIR (repeatable; env: comma-separated).
+    #[arg(long = "model", env = "BYTEEDIT_MODELS", value_delimiter = ',', required = true)]
+    pub models: Vec<ModelSpec>,
+    /// Name shown in logs and the workers table (default: host-pid).
+    #[arg(long, env = "BYTEEDIT_WORKER_NAME")]
+    pub worker_name: Option<String>,
+    /// Denoising steps when a request gives none.
+    #[arg(long, env = "BYTEEDIT_DEFAULT_STEPS", default_value_t = 20)]
+    pub default_steps: u32,
+    /// Most steps a request may ask for (also capped by the model's schedule).
+    #[arg(long, env = "BYTEEDIT_MAX_STEPS", default_value_t = 100)]
+    pub max_steps: u32,
+    /// Guidance scale when a request gives none.
+    #[arg(long, env = "BYTEEDIT_DEFAULT_GUIDANCE", default_value_t = 7.5)]
+    pub default_guidance_scale: f64,
+    /// Scheduler when a request gives none: ddim, euler or dpmpp-2m.
+    #[arg(long, env = "BYTEEDIT_DEFAULT_SCHEDULER", default_value = "dpmpp-2m")]
+    pub default_scheduler: byteedit_models::SchedulerKind,
+    /// Seconds between heartbeats (worker liveness, job lease, cancel check).
+    #[arg(long, env = "BYTEEDIT_HEARTBEAT_SECS", default_value_t = 5)]
+    pub heartbeat_secs: u64,
+}
+
+impl WorkerArgs {
+    /// Defaults for one model folder (used by tests and `serve`).
+    pub fn for_models(models: Vec<ModelSpec>) -> Self {
+        Self {
+            models,
+            worker_name: None,
+            default_steps: 20,
+            max_steps: 100,
+            default_guidance_scale: 7.5,
+            default_scheduler: byteedit_models::SchedulerKind::DpmSolverPlusPlus2M,
+            heartbeat_secs: 5,
+        }
+    }
+
+    pub fn name(&self) -> String {
+        self.worker_name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "worker".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_specs_parse_and_bad_ones_say_why() {
+        let spec: ModelSpec = "sd15=./m/sd15".parse().unwrap();
+        assert_eq!(spec.name, "sd15");
+        assert_eq!(spec.dir, PathBuf::from("./m/sd15"));
+        assert!("nodir".parse::<ModelSpec>().unwrap_err().contains("NAME=DIR"));
+        assert!("a b=x".parse::<ModelSpec>().unwrap_err().contains("letters"));
+    }
+}

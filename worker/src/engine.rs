@@ -1,0 +1,156 @@
+//! The engine actor: one thread owns the loaded models (burn modules need
+//! not be `Sync`) and runs one edit at a time, which is all one device does
+//! well anyway. Async callers talk to it through channels.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use burn::prelude::Backend;
+use byteedit_jobs::ModelInfo;
+use byteedit_models::schedulers::SchedulerKind;
+use byteedit_models::{EditRequest, InpaintModel, ModelError};
+use image::RgbImage;
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+
+use crate::config::WorkerArgs;
+use crate::error::WorkerError;
+
+/// One job for the engine: `num_outputs` edits with seeds `seed`, `seed+1`, ...
+pub struct EngineJob {
+    pub model: String,
+    pub request: EditRequest,
+    pub num_outputs: u32,
+    /// Receives the number of steps done so far, over all outputs.
+    pub progress: tokio_mpsc::UnboundedSender<u32>,
+    /// Set to stop at the next step.
+    pub cancel: Arc<AtomicBool>,
+}
+
+pub struct EngineOutput {
+    pub images: Vec<RgbImage>,
+    pub model_time: Duration,
+    pub step_time: Duration,
+}
+
+type Reply = oneshot::Sender<Result<EngineOutput, ModelError>>;
+
+pub struct Engine {
+    jobs: mpsc::Sender<(EngineJob, Reply)>,
+    pub models: Vec<ModelInfo>,
+}
+
+impl Engine {
+    /// Starts the engine thread and loads every model on it. Blocks until
+    /// they are loaded (seconds for real weights): call it off the runtime.
+    pub fn start<B: Backend>(args: &WorkerArgs, device: B::Device) -> Result<Self, WorkerError> {
+        for (i, spec) in args.models.iter().enumerate() {
+            if args.models[..i].iter().any(|s| s.name == spec.name) {
+                return Err(WorkerError::DuplicateModel(spec.name.clone()));
+            }
+        }
+        let (jobs, inbox) = mpsc::channel::<(EngineJob, Reply)>();
+        let (loaded_tx, loaded) = mpsc::channel();
+        let args = args.clone();
+        std::thread::Builder::new()
+            .name("byteedit-engine".into())
+            .spawn(move || {
+                let mut models = HashMap::new();
+                let mut infos = Vec::new();
+                for spec in &args.models {
+                    tracing::info!("loading model `{}` from {}", spec.name, spec.dir.display());
+                    match InpaintModel::<B>::load(&spec.dir, &device) {
+                        Ok(model) => {
+                            infos.push(model_info(&spec.name, &model, &args));
+                            models.insert(spec.name.clone(), model);
+                        }
+                        Err(source) => {
+                            let _ = loaded_tx.send(Err(WorkerError::Load { name: spec.name.clone(), source }));
+                            return;
+                        }
+                    }
+                }
+                let _ = loaded_tx.send(Ok(infos));
+                // Runs until every `Engine` handle is dropped.
+                for (job, reply) in inbox {
+                    let result = match models.get(&job.model) {
+                        Some(model) => run_guarded(model, &job),
+                        None => Err(ModelError::InvalidInput(format!("this worker does not serve model `{}`", job.model))),
+                    };
+                    let _ = reply.send(result);
+                }
+            })
+            .map_err(|_| WorkerError::EngineGone)?;
+        let models = loaded.recv().map_err(|_| WorkerError::EngineGone)??;
+        Ok(Self { jobs, models })
+    }
+
+    pub async fn run(&self, job: EngineJob) -> Result<Result<EngineOutput, ModelError>, WorkerError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send((job, reply)).map_err(|_| WorkerError::EngineGone)?;
+        answer.await.map_err(|_| WorkerError::EngineGone)
+    }
+}
+
+fn model_info<B: Backend>(name: &str, model: &InpaintModel<B>, args: &WorkerArgs) -> ModelInfo {
+    let max_steps = args.max_steps.min(model.scheduler_config.num_train_timesteps as u32).max(1);
+    ModelInfo {
+        name: name.to_owned(),
+        vae_scale_factor: model.vae_scale_factor() as u32,
+        default_steps: args.default_steps.clamp(1, max_steps),
+        max_steps,
+        default_guidance_scale: args.default_guidance_scale,
+        default_scheduler: args.default_scheduler.to_string(),
+        schedulers: SchedulerKind::NAMES.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// A panic inside the engine fails the job, not the worker.
+fn run_guarded<B: Backend>(model: &InpaintModel<B>, job: &EngineJob) -> Result<EngineOutput, ModelError> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| run(model, job))) {
+        Ok(result) => result,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!("engine panicked: {why}");
+            Err(ModelError::InvalidInput(format!("the engine failed on this input: {why}")))
+        }
+    }
+}
+
+fn run<B: Backend>(model: &InpaintModel<B>, job: &EngineJob) -> Result<EngineOutput, ModelError> {
+    let mut images = Vec::new();
+    let mut model_time = Duration::ZERO;
+    let mut denoise = Duration::ZERO;
+    let mut steps = 0usize;
+    let mut request = job.request.clone();
+    for i in 0..job.num_outputs {
+        request.seed = job.request.seed + i as u64;
+        let done_before = i * job.request.steps as u32;
+        let started = Instant::now();
+        let output = model.edit(&request, &mut |p| {
+            let _ = job.progress.send(done_before + p.step as u32);
+            if job.cancel.load(Ordering::Relaxed) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        model_time += started.elapsed();
+        denoise += output.timings.denoise;
+        steps += output.timings.steps;
+        images.push(output.to_rgb8());
+    }
+    Ok(EngineOutput {
+        images,
+        model_time,
+        step_time: if steps == 0 { Duration::ZERO } else { denoise / steps as u32 },
+    })
+}

@@ -1,7 +1,9 @@
 //! What every handler shares.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
+use byteedit_jobs::db::{self, ModelStatus};
 use byteedit_jobs::{Backends, EventMessage};
 use tokio::sync::broadcast;
 
@@ -15,7 +17,12 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Job events from every worker, fanned out to SSE clients.
     pub events: broadcast::Sender<Arc<EventMessage>>,
+    /// The models table, re-read at most once a second for submissions.
+    models: Arc<RwLock<Option<(Instant, Arc<Vec<ModelStatus>>)>>>,
 }
+
+/// How stale the model list used to check submissions may be.
+const MODELS_TTL: Duration = Duration::from_secs(1);
 
 impl AppState {
     /// Also starts the task that relays job events from Redis.
@@ -26,8 +33,26 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
             events,
+            models: Arc::default(),
         };
         tokio::spawn(crate::dispatch::relay_events(state.clone()));
         state
+    }
+
+    /// The served models, from a cache of at most [`MODELS_TTL`]; `refresh`
+    /// forces a read (a name missing from the cache may be brand new).
+    pub async fn models(&self, refresh: bool) -> Result<Arc<Vec<ModelStatus>>, byteedit_jobs::JobsError> {
+        if !refresh
+            && let Ok(cache) = self.models.read()
+            && let Some((at, models)) = cache.as_ref()
+            && at.elapsed() < MODELS_TTL
+        {
+            return Ok(models.clone());
+        }
+        let models = Arc::new(db::models::list(&self.backends.db).await?);
+        if let Ok(mut cache) = self.models.write() {
+            *cache = Some((Instant::now(), models.clone()));
+        }
+        Ok(models)
     }
 }

@@ -307,10 +307,9 @@ impl Worker {
 /// Relays engine progress: every step to Redis, throttled to Postgres.
 async fn forward_progress(backends: Backends, job: JobRecord, worker: Uuid, mut steps: mpsc::UnboundedReceiver<u32>) {
     let total = job.params.total_steps();
+    // The final count is written with the result, so no closing write here.
     let mut last_write: Option<Instant> = None;
-    let mut last_step = 0;
     while let Some(step) = steps.recv().await {
-        last_step = step;
         let message = EventMessage {
             job: job.id,
             model: job.model.clone(),
@@ -326,9 +325,6 @@ async fn forward_progress(backends: Backends, job: JobRecord, worker: Uuid, mut 
                 tracing::debug!("cannot record progress: {e}");
             }
         }
-    }
-    if last_step > 0 {
-        let _ = db::jobs::set_progress(&backends.db, job.id, worker, last_step).await;
     }
 }
 

@@ -73,8 +73,11 @@ pub async fn create_edit(
     })?;
     let form = RawEditForm::read(multipart, state.config.max_upload_mb).await?;
     let backends = &state.backends;
-    let models = db::models::list(&backends.db).await?;
+    let mut models = state.models(false).await?;
     let name = form.model_name(&state.config, &models)?;
+    if !models.iter().any(|m| m.info.name == name) {
+        models = state.models(true).await?;
+    }
     let model = models.iter().find(|m| m.info.name == name).ok_or_else(|| {
         let known: Vec<&str> = models.iter().map(|m| m.info.name.as_str()).collect();
         ApiError::invalid(

@@ -170,6 +170,9 @@ async fn main() {
     let small_mask: &'static [u8] = Box::leak(support::fixture_bytes("expected_mask.png").into_boxed_slice());
     let mut overheads = Vec::new();
     let mut models = Vec::new();
+    // The overhead split: created → claimed (queue), claimed → recorded minus
+    // the engine (worker), and the rest (upload, API, SSE delivery).
+    let (mut queued, mut worker_extra, mut rest) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..o.jobs {
         let t = Instant::now();
         let (status, job) = service.post_form(form(small, small_mask, "1")).await;
@@ -178,18 +181,28 @@ async fn main() {
         let end_to_end = t.elapsed().as_secs_f64() * 1000.0;
         let (name, data) = events.last().unwrap();
         assert_eq!(name, "succeeded");
-        let model_ms = data["job"]["timings"]["model_ms"].as_f64().unwrap();
+        let timings = &data["job"]["timings"];
+        let model_ms = timings["model_ms"].as_f64().unwrap();
+        let queue_ms = timings["queue_ms"].as_f64().unwrap();
+        let worker_ms = timings["run_ms"].as_f64().unwrap() - model_ms;
         overheads.push(end_to_end - model_ms);
         models.push(model_ms);
+        queued.push(queue_ms);
+        worker_extra.push(worker_ms);
+        rest.push(end_to_end - model_ms - queue_ms - worker_ms);
     }
-    overheads.sort_by(f64::total_cmp);
-    models.sort_by(f64::total_cmp);
+    for v in [&mut overheads, &mut models, &mut queued, &mut worker_extra, &mut rest] {
+        v.sort_by(f64::total_cmp);
+    }
     let overhead = json!({
         "jobs": o.jobs,
         "overhead_p50_ms": percentile(&overheads, 0.5),
         "overhead_p99_ms": percentile(&overheads, 0.99),
         "overhead_mean_ms": overheads.iter().sum::<f64>() / overheads.len().max(1) as f64,
         "model_p50_ms": percentile(&models, 0.5),
+        "queue_p50_ms": percentile(&queued, 0.5),
+        "worker_extra_p50_ms": percentile(&worker_extra, 0.5),
+        "submit_and_sse_p50_ms": percentile(&rest, 0.5),
     });
     eprintln!("queue overhead: {overhead}");
     let report: Value = json!({ "submit": submit, "queue": overhead });

@@ -234,8 +234,9 @@ pub struct NewOutput {
     pub seed: u64,
 }
 
-/// Records the outputs and the success together. `false` if the job was not
-/// this worker's running job any more (nothing is recorded then).
+/// Records the outputs and the success together, in one statement (one
+/// round trip). `false` if the job was not this worker's running job any
+/// more (nothing is recorded then).
 pub async fn succeed(
     db: &PgPool,
     id: Uuid,
@@ -243,36 +244,31 @@ pub async fn succeed(
     outputs: &[NewOutput],
     timings: &JobTimings,
 ) -> Result<bool> {
-    let mut tx = db.begin().await?;
-    let done = sqlx::query(
-        "UPDATE jobs SET status = 'succeeded', finished_at = now(), progress_step = progress_total, \
-         timings = $3 WHERE id = $1 AND worker_id = $2 AND status = 'running'",
+    let (done,): (i64,) = sqlx::query_as(
+        "WITH done AS ( \
+           UPDATE jobs SET status = 'succeeded', finished_at = now(), \
+             progress_step = progress_total, timings = $3 \
+           WHERE id = $1 AND worker_id = $2 AND status = 'running' RETURNING id \
+         ), stored AS ( \
+           INSERT INTO job_outputs (id, job_id, index, storage_key, width, height, seed) \
+           SELECT o.id, done.id, o.index, o.key, o.width, o.height, o.seed \
+           FROM done, unnest($4::uuid[], $5::int[], $6::text[], $7::int[], $8::int[], $9::bigint[]) \
+             AS o(id, index, key, width, height, seed) \
+           RETURNING 1 \
+         ) SELECT count(*) FROM done",
     )
     .bind(id)
     .bind(worker)
     .bind(serde_json::to_value(timings)?)
-    .execute(&mut *tx)
+    .bind(outputs.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+    .bind(outputs.iter().map(|o| o.index as i32).collect::<Vec<_>>())
+    .bind(outputs.iter().map(|o| o.storage_key.clone()).collect::<Vec<_>>())
+    .bind(outputs.iter().map(|o| o.width as i32).collect::<Vec<_>>())
+    .bind(outputs.iter().map(|o| o.height as i32).collect::<Vec<_>>())
+    .bind(outputs.iter().map(|o| o.seed as i64).collect::<Vec<_>>())
+    .fetch_one(db)
     .await?;
-    if done.rows_affected() == 0 {
-        return Ok(false);
-    }
-    for o in outputs {
-        sqlx::query(
-            "INSERT INTO job_outputs (id, job_id, index, storage_key, width, height, seed) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(Uuid::now_v7())
-        .bind(id)
-        .bind(o.index as i32)
-        .bind(&o.storage_key)
-        .bind(o.width as i32)
-        .bind(o.height as i32)
-        .bind(o.seed as i64)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(true)
+    Ok(done == 1)
 }
 
 /// Ends the worker's running job as `failed` or `canceled`.

@@ -31,6 +31,20 @@ impl Storage {
     /// if missing); `memory://`: in memory; `s3://bucket/prefix` and other
     /// object_store URLs: configured from the URL and `AWS_*` variables.
     pub fn from_url(url: &str) -> Result<Self> {
+        // Credentials, region and endpoint come from AWS_* variables.
+        let options = std::env::vars()
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v));
+        Self::from_url_with_options(url, options)
+    }
+
+    /// As [`Storage::from_url`], with object_store options given explicitly
+    /// (`aws_endpoint`, `aws_access_key_id`, `aws_allow_http`, ...; unknown
+    /// keys are ignored).
+    pub fn from_url_with_options(
+        url: &str,
+        options: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
         let bad = |reason: String| JobsError::StorageUrl {
             url: url.to_owned(),
             reason,
@@ -58,11 +72,6 @@ impl Storage {
             });
         }
         let parsed = Url::parse(url).map_err(|e| bad(e.to_string()))?;
-        // Credentials, region and endpoint come from AWS_* variables.
-        let options: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("AWS_"))
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect();
         let (store, base) =
             object_store::parse_url_opts(&parsed, options).map_err(|e| bad(e.to_string()))?;
         Ok(Self {

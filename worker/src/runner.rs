@@ -151,16 +151,16 @@ impl Worker {
             .started_at
             .map(|s| (s - job.created_at).num_microseconds().unwrap_or(0) as f64 / 1000.0)
             .unwrap_or(0.0);
-        let run_ms = |extra: &EngineOutput| JobTimings {
+        let timings_of = |output: &EngineOutput| JobTimings {
             queue_ms,
-            model_ms: extra.model_time.as_secs_f64() * 1000.0,
-            step_ms: extra.step_time.as_secs_f64() * 1000.0,
+            model_ms: output.model_time.as_secs_f64() * 1000.0,
+            step_ms: output.step_time.as_secs_f64() * 1000.0,
             run_ms: claimed.elapsed().as_secs_f64() * 1000.0,
         };
         let db = &self.backends.db;
         match outcome {
             Ok((output, stored)) => {
-                let timings = run_ms(&output);
+                let timings = timings_of(&output);
                 if db::jobs::succeed(db, job.id, self.id, &stored, &timings).await? {
                     tracing::info!(job = %job.id, ms = timings.run_ms, "job succeeded");
                     self.publish(&job, JobEvent::Succeeded { timings }).await;

@@ -8,7 +8,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use byteedit_jobs::db::{self, CancelOutcome};
-use byteedit_jobs::job::keys;
 use byteedit_jobs::{EditParams, JobError, JobRecord, JobStatus, JobTimings, OutputRecord, Task, events};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -314,7 +313,6 @@ pub async fn get_output(
                 outputs.len().saturating_sub(1)
             ))
         })?;
-    debug_assert_eq!(output.storage_key, keys::output(job.id, output.index));
     let bytes = state.backends.storage.get(&output.storage_key).await?;
     Ok((
         [

@@ -52,6 +52,11 @@ async fn each_task_runs_through_sse_and_its_outputs_download() {
             assert_eq!((image.width(), image.height()), (w, h));
         }
         assert!(done["timings"]["model_ms"].as_f64().unwrap() > 0.0);
+        // A client that connects after the end gets the final state at once.
+        let late = service.follow(&id(&job)).await;
+        assert_eq!(late.len(), 1, "{late:?}");
+        assert_eq!(late[0].0, "succeeded");
+        assert_eq!(late[0].1["job"]["outputs"], done["outputs"]);
     }
     service.finish().await;
 }
@@ -169,8 +174,15 @@ async fn cancel_stops_a_running_job_and_a_queued_one_never_runs() {
         .await;
     let (_, view) = service.get(&format!("/v1/jobs/{}", id(&queued))).await;
     assert_eq!(view["queue_position"], 1, "{view}");
+    // Someone watching the queued job sees its position, then the cancel.
+    // (The response head arrives once the stream is subscribed.)
+    let watcher = service.http.get(service.url(&format!("/v1/jobs/{}/events", id(&queued)))).send().await.unwrap();
     let (status, canceled) = service.delete(&format!("/v1/jobs/{}", id(&queued))).await;
     assert_eq!((status, canceled["status"].as_str()), (200, Some("canceled")));
+    let seen = watcher.text().await.unwrap();
+    let names: Vec<&str> = seen.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    assert_eq!(names, ["queued", "canceled"], "{seen}");
+    assert!(seen.contains(r#""position":1"#), "{seen}");
 
     let (status, requested) = service.delete(&format!("/v1/jobs/{}", id(&running))).await;
     assert_eq!(status, 202, "{requested}");

@@ -34,18 +34,28 @@ fn record_metrics(state: &AppState, message: &byteedit_jobs::EventMessage) {
     let (model, task) = (message.model.as_str(), message.task.as_str());
     match &message.event {
         JobEvent::Succeeded { timings } => {
-            m.jobs_finished.with_label_values(&[model, task, "succeeded"]).inc();
+            m.jobs_finished
+                .with_label_values(&[model, task, "succeeded"])
+                .inc();
             m.job_duration
                 .with_label_values(&[model, task])
                 .observe((timings.queue_ms + timings.run_ms) / 1000.0);
-            m.job_queue_time.with_label_values(&[model]).observe(timings.queue_ms / 1000.0);
-            m.worker_step_time.with_label_values(&[model]).observe(timings.step_ms / 1000.0);
+            m.job_queue_time
+                .with_label_values(&[model])
+                .observe(timings.queue_ms / 1000.0);
+            m.worker_step_time
+                .with_label_values(&[model])
+                .observe(timings.step_ms / 1000.0);
         }
         JobEvent::Failed { .. } => {
-            m.jobs_finished.with_label_values(&[model, task, "failed"]).inc();
+            m.jobs_finished
+                .with_label_values(&[model, task, "failed"])
+                .inc();
         }
         JobEvent::Canceled => {
-            m.jobs_finished.with_label_values(&[model, task, "canceled"]).inc();
+            m.jobs_finished
+                .with_label_values(&[model, task, "canceled"])
+                .inc();
         }
         _ => {}
     }

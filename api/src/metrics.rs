@@ -40,17 +40,26 @@ impl Metrics {
             c
         }
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            register(&registry, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+            register(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
         };
         let histogram = |name: &str, help: &str, labels: &[&str]| {
             register(
                 &registry,
-                HistogramVec::new(HistogramOpts::new(name, help).buckets(seconds_buckets()), labels)
-                    .expect("valid metric"),
+                HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(seconds_buckets()),
+                    labels,
+                )
+                .expect("valid metric"),
             )
         };
         let gauge = |name: &str, help: &str, labels: &[&str]| {
-            register(&registry, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+            register(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
         };
         Self {
             requests: counter(
@@ -93,7 +102,11 @@ impl Metrics {
                 "Jobs queued or running, by model and status",
                 &["model", "status"],
             ),
-            workers: gauge("byteedit_workers", "Live workers serving each model", &["model"]),
+            workers: gauge(
+                "byteedit_workers",
+                "Live workers serving each model",
+                &["model"],
+            ),
             registry,
         }
     }

@@ -41,7 +41,10 @@ impl AppState {
 
     /// The served models, from a cache of at most [`MODELS_TTL`]; `refresh`
     /// forces a read (a name missing from the cache may be brand new).
-    pub async fn models(&self, refresh: bool) -> Result<Arc<Vec<ModelStatus>>, byteedit_jobs::JobsError> {
+    pub async fn models(
+        &self,
+        refresh: bool,
+    ) -> Result<Arc<Vec<ModelStatus>>, byteedit_jobs::JobsError> {
         if !refresh
             && let Ok(cache) = self.models.read()
             && let Some((at, models)) = cache.as_ref()

@@ -64,7 +64,10 @@ impl RawEditForm {
             if !FIELDS.contains(&name.as_str()) {
                 return Err(ApiError::invalid(
                     "unknown_field",
-                    format!("unknown form field `{name}`; the fields are {}", FIELDS.join(", ")),
+                    format!(
+                        "unknown form field `{name}`; the fields are {}",
+                        FIELDS.join(", ")
+                    ),
                 ));
             }
             if seen.contains(&name) {
@@ -138,7 +141,10 @@ impl RawEditForm {
             )),
             _ => Err(ApiError::invalid(
                 "missing_field",
-                format!("several models are served; name one in `model`: {}", names(served)),
+                format!(
+                    "several models are served; name one in `model`: {}",
+                    names(served)
+                ),
             )),
         }
     }
@@ -187,7 +193,9 @@ fn image_size(field: &str, bytes: &[u8]) -> Result<(u32, u32), ApiError> {
         }
         None => return Err(unreadable("unknown format".into())),
     }
-    reader.into_dimensions().map_err(|e| unreadable(e.to_string()))
+    reader
+        .into_dimensions()
+        .map_err(|e| unreadable(e.to_string()))
 }
 
 /// The nearest sizes that are multiples of `factor`, for error messages.
@@ -195,10 +203,16 @@ fn suggest(side: u32, factor: u32) -> u32 {
     ((side + factor / 2) / factor).max(1) * factor
 }
 
-pub fn validate(form: RawEditForm, config: &ApiArgs, model: &ModelStatus) -> Result<ValidEdit, ApiError> {
+pub fn validate(
+    form: RawEditForm,
+    config: &ApiArgs,
+    model: &ModelStatus,
+) -> Result<ValidEdit, ApiError> {
     let info = &model.info;
     let task: Task = match form.value("task") {
-        Some(t) => t.parse().map_err(|m: String| ApiError::invalid("invalid_field", m))?,
+        Some(t) => t
+            .parse()
+            .map_err(|m: String| ApiError::invalid("invalid_field", m))?,
         None => {
             return Err(ApiError::invalid(
                 "missing_field",
@@ -213,7 +227,10 @@ pub fn validate(form: RawEditForm, config: &ApiArgs, model: &ModelStatus) -> Res
             "`prompt` is required for `inpaint`: say what to paint in the masked region",
         ));
     }
-    for (name, text) in [("prompt", Some(prompt.as_str())), ("negative_prompt", form.text("negative_prompt"))] {
+    for (name, text) in [
+        ("prompt", Some(prompt.as_str())),
+        ("negative_prompt", form.text("negative_prompt")),
+    ] {
         if text.is_some_and(|t| t.chars().count() > MAX_PROMPT_CHARS) {
             return Err(ApiError::invalid(
                 "invalid_field",
@@ -234,7 +251,10 @@ pub fn validate(form: RawEditForm, config: &ApiArgs, model: &ModelStatus) -> Res
         Some(s) => {
             return Err(ApiError::invalid(
                 "invalid_field",
-                format!("`scheduler` must be one of {}; got `{s}`", info.schedulers.join(", ")),
+                format!(
+                    "`scheduler` must be one of {}; got `{s}`",
+                    info.schedulers.join(", ")
+                ),
             ));
         }
         None => info.default_scheduler.clone(),
@@ -243,9 +263,13 @@ pub fn validate(form: RawEditForm, config: &ApiArgs, model: &ModelStatus) -> Res
         Some(s) => s,
         None => rand::random_range(0..=u32::MAX as u64),
     };
-    let num_outputs = form.number("num_outputs", 1, MAX_OUTPUTS, "an integer")?.unwrap_or(1);
+    let num_outputs = form
+        .number("num_outputs", 1, MAX_OUTPUTS, "an integer")?
+        .unwrap_or(1);
     let extend = |name: &str| -> Result<u32, ApiError> {
-        let v = form.number(name, 0, MAX_EXTEND, "a number of pixels")?.unwrap_or(0);
+        let v = form
+            .number(name, 0, MAX_EXTEND, "a number of pixels")?
+            .unwrap_or(0);
         if v > 0 && task != Task::Outpaint {
             return Err(ApiError::invalid(
                 "invalid_field",
@@ -275,7 +299,9 @@ pub fn validate(form: RawEditForm, config: &ApiArgs, model: &ModelStatus) -> Res
             if (mw, mh) != (iw, ih) {
                 return Err(ApiError::invalid(
                     "size_mismatch",
-                    format!("`mask` is {mw}x{mh} but `image` is {iw}x{ih}; they must be the same size"),
+                    format!(
+                        "`mask` is {mw}x{mh} but `image` is {iw}x{ih}; they must be the same size"
+                    ),
                 ));
             }
         }
@@ -313,7 +339,11 @@ pub fn validate(form: RawEditForm, config: &ApiArgs, model: &ModelStatus) -> Res
     }
     let f = info.vae_scale_factor;
     if width % f != 0 || height % f != 0 {
-        let what = if task == Task::Outpaint { "the extended canvas" } else { "`image`" };
+        let what = if task == Task::Outpaint {
+            "the extended canvas"
+        } else {
+            "`image`"
+        };
         return Err(ApiError::invalid(
             "invalid_size",
             format!(

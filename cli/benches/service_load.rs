@@ -29,7 +29,12 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut o = Options { clients: 32, seconds: 10.0, jobs: 100, json: None };
+    let mut o = Options {
+        clients: 32,
+        seconds: 10.0,
+        jobs: 100,
+        json: None,
+    };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < args.len() {
@@ -59,7 +64,11 @@ fn one_megapixel_png(noise: u32) -> Vec<u8> {
         state ^= state >> 17;
         state ^= state << 5;
         let n = (state % noise.max(1)) as u8;
-        image::Rgb([(x / 4) as u8 / 2 + n, (y / 4) as u8 / 2 + n, ((x + y) / 8) as u8 / 2 + n])
+        image::Rgb([
+            (x / 4) as u8 / 2 + n,
+            (y / 4) as u8 / 2 + n,
+            ((x + y) / 8) as u8 / 2 + n,
+        ])
     });
     let mut bytes = Cursor::new(Vec::new());
     image.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
@@ -81,9 +90,17 @@ fn form(image: &'static [u8], mask: &'static [u8], steps: &str) -> reqwest::mult
         .part("mask", reqwest::multipart::Part::bytes(mask))
 }
 
-async fn submissions(service: &Service, o: &Options, png: &'static [u8], mask: &'static [u8]) -> Value {
+async fn submissions(
+    service: &Service,
+    o: &Options,
+    png: &'static [u8],
+    mask: &'static [u8],
+) -> Value {
     let url = Arc::new(service.url("/v1/edits"));
-    let http = reqwest::Client::builder().pool_max_idle_per_host(o.clients).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(o.clients)
+        .build()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs_f64(o.seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -94,7 +111,11 @@ async fn submissions(service: &Service, o: &Options, png: &'static [u8], mask: &
             let mut failures = 0usize;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let response = http.post(url.as_str()).multipart(form(png, mask, "1")).send().await;
+                let response = http
+                    .post(url.as_str())
+                    .multipart(form(png, mask, "1"))
+                    .send()
+                    .await;
                 match response {
                     Ok(r) if r.status() == 202 => {
                         let _ = r.bytes().await;
@@ -139,9 +160,11 @@ async fn main() {
     // 1. Submissions of 1-MP PNGs, photo-like and graphic-like.
     let mask: &'static [u8] = Box::leak({
         let mut bytes = Cursor::new(Vec::new());
-        image::GrayImage::from_fn(1024, 1024, |x, _| image::Luma([if x > 512 { 255 } else { 0 }]))
-            .write_to(&mut bytes, image::ImageFormat::Png)
-            .unwrap();
+        image::GrayImage::from_fn(1024, 1024, |x, _| {
+            image::Luma([if x > 512 { 255 } else { 0 }])
+        })
+        .write_to(&mut bytes, image::ImageFormat::Png)
+        .unwrap();
         bytes.into_inner().into_boxed_slice()
     });
     let mut submit = serde_json::Map::new();
@@ -159,15 +182,21 @@ async fn main() {
         .unwrap();
     let mut redis = service.backends.conn.clone();
     redis::cmd("DEL")
-        .arg(format!("{}:jobs:{}", service.backends.prefix, support::MODEL))
+        .arg(format!(
+            "{}:jobs:{}",
+            service.backends.prefix,
+            support::MODEL
+        ))
         .query_async::<i64>(&mut redis)
         .await
         .unwrap();
     service.add_worker().await;
 
     // 2. Queue overhead, one job at a time with the tiny 64x64 fixture.
-    let small: &'static [u8] = Box::leak(support::fixture_bytes("expected_image.png").into_boxed_slice());
-    let small_mask: &'static [u8] = Box::leak(support::fixture_bytes("expected_mask.png").into_boxed_slice());
+    let small: &'static [u8] =
+        Box::leak(support::fixture_bytes("expected_image.png").into_boxed_slice());
+    let small_mask: &'static [u8] =
+        Box::leak(support::fixture_bytes("expected_mask.png").into_boxed_slice());
     let mut overheads = Vec::new();
     let mut models = Vec::new();
     // The overhead split: created → claimed (queue), claimed → recorded minus
@@ -191,7 +220,13 @@ async fn main() {
         worker_extra.push(worker_ms);
         rest.push(end_to_end - model_ms - queue_ms - worker_ms);
     }
-    for v in [&mut overheads, &mut models, &mut queued, &mut worker_extra, &mut rest] {
+    for v in [
+        &mut overheads,
+        &mut models,
+        &mut queued,
+        &mut worker_extra,
+        &mut rest,
+    ] {
         v.sort_by(f64::total_cmp);
     }
     let overhead = json!({

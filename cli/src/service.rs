@@ -76,9 +76,15 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn start_worker(args: WorkerArgs, backends: Backends, device: DeviceChoice) -> anyhow::Result<WorkerHandle> {
+async fn start_worker(
+    args: WorkerArgs,
+    backends: Backends,
+    device: DeviceChoice,
+) -> anyhow::Result<WorkerHandle> {
     let handle = match device {
-        DeviceChoice::Cpu => Worker::start::<byteedit_models::CpuBackend>(args, backends, Default::default()).await,
+        DeviceChoice::Cpu => {
+            Worker::start::<byteedit_models::CpuBackend>(args, backends, Default::default()).await
+        }
         #[cfg(feature = "cuda")]
         DeviceChoice::Cuda(index) => {
             crate::device::check_cuda_driver().map_err(anyhow::Error::msg)?;
@@ -86,7 +92,9 @@ async fn start_worker(args: WorkerArgs, backends: Backends, device: DeviceChoice
             Worker::start::<burn::backend::Cuda>(args, backends, device).await
         }
         #[cfg(not(feature = "cuda"))]
-        DeviceChoice::Cuda(_) => anyhow::bail!("this build has no CUDA support: rebuild with `--features cuda`"),
+        DeviceChoice::Cuda(_) => {
+            anyhow::bail!("this build has no CUDA support: rebuild with `--features cuda`")
+        }
     };
     Ok(handle?)
 }

@@ -18,9 +18,33 @@ fn id(job: &Value) -> String {
 async fn each_task_runs_through_sse_and_its_outputs_download() {
     let service = Service::start(1).await;
     let cases: [(&[(&str, &str)], bool, (u32, u32)); 3] = [
-        (&[("task", "inpaint"), ("prompt", "a red apple"), ("steps", "4"), ("seed", "7"), ("num_outputs", "2")], true, (64, 64)),
-        (&[("task", "erase"), ("steps", "3"), ("scheduler", "ddim")], true, (64, 64)),
-        (&[("task", "outpaint"), ("extend_left", "16"), ("extend_bottom", "8"), ("steps", "3"), ("guidance_scale", "1")], false, (80, 72)),
+        (
+            &[
+                ("task", "inpaint"),
+                ("prompt", "a red apple"),
+                ("steps", "4"),
+                ("seed", "7"),
+                ("num_outputs", "2"),
+            ],
+            true,
+            (64, 64),
+        ),
+        (
+            &[("task", "erase"), ("steps", "3"), ("scheduler", "ddim")],
+            true,
+            (64, 64),
+        ),
+        (
+            &[
+                ("task", "outpaint"),
+                ("extend_left", "16"),
+                ("extend_bottom", "8"),
+                ("steps", "3"),
+                ("guidance_scale", "1"),
+            ],
+            false,
+            (80, 72),
+        ),
     ];
     for (fields, with_mask, (w, h)) in cases {
         let (status, job) = service.submit(fields, with_mask).await;
@@ -35,16 +59,26 @@ async fn each_task_runs_through_sse_and_its_outputs_download() {
             .filter(|(n, _)| n == "progress")
             .map(|(_, d)| d["step"].as_u64().unwrap())
             .collect();
-        let total = job["parameters"]["steps"].as_u64().unwrap() * job["parameters"]["num_outputs"].as_u64().unwrap();
+        let total = job["parameters"]["steps"].as_u64().unwrap()
+            * job["parameters"]["num_outputs"].as_u64().unwrap();
         assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
         // A late client gets the current state first, so early steps may be
         // missing, but what arrives counts up and never passes the total.
         assert!(steps.iter().all(|s| *s <= total), "{steps:?} > {total}");
         let done = &events.last().unwrap().1["job"];
         assert_eq!(done["status"], "succeeded");
-        assert_eq!((done["width"].as_u64().unwrap() as u32, done["height"].as_u64().unwrap() as u32), (w, h));
+        assert_eq!(
+            (
+                done["width"].as_u64().unwrap() as u32,
+                done["height"].as_u64().unwrap() as u32
+            ),
+            (w, h)
+        );
         let outputs = done["outputs"].as_array().unwrap();
-        assert_eq!(outputs.len() as u64, job["parameters"]["num_outputs"].as_u64().unwrap());
+        assert_eq!(
+            outputs.len() as u64,
+            job["parameters"]["num_outputs"].as_u64().unwrap()
+        );
         for output in outputs {
             let (status, kind, png) = service.download(output["url"].as_str().unwrap()).await;
             assert_eq!((status, kind.as_str()), (200, "image/png"));
@@ -67,16 +101,35 @@ async fn each_task_runs_through_sse_and_its_outputs_download() {
 async fn service_output_equals_a_direct_engine_run_with_the_reported_parameters() {
     let service = Service::start(1).await;
     let (status, job) = service
-        .submit(&[("task", "inpaint"), ("prompt", "a blue door"), ("negative_prompt", "blurry"), ("steps", "5"), ("guidance_scale", "6.5"), ("scheduler", "euler")], true)
+        .submit(
+            &[
+                ("task", "inpaint"),
+                ("prompt", "a blue door"),
+                ("negative_prompt", "blurry"),
+                ("steps", "5"),
+                ("guidance_scale", "6.5"),
+                ("scheduler", "euler"),
+            ],
+            true,
+        )
         .await;
     assert_eq!(status, 202, "{job}");
-    let done = service.wait_for(&id(&job), |j| j["status"] == "succeeded").await;
-    let (_, _, png) = service.download(done["outputs"][0]["url"].as_str().unwrap()).await;
+    let done = service
+        .wait_for(&id(&job), |j| j["status"] == "succeeded")
+        .await;
+    let (_, _, png) = service
+        .download(done["outputs"][0]["url"].as_str().unwrap())
+        .await;
     let served = to_rgb(&decode_image(&png, "served").unwrap());
 
     let p = &done["parameters"];
-    assert!(p["seed"].as_u64().is_some(), "the chosen seed is reported: {p}");
-    let model = InpaintModel::<byteedit_models::CpuBackend>::load(&tiny_model(), &Default::default()).unwrap();
+    assert!(
+        p["seed"].as_u64().is_some(),
+        "the chosen seed is reported: {p}"
+    );
+    let model =
+        InpaintModel::<byteedit_models::CpuBackend>::load(&tiny_model(), &Default::default())
+            .unwrap();
     let request = EditRequest {
         image: to_rgb(&decode_image(&fixture_bytes("expected_image.png"), "image").unwrap()),
         mask: to_luma(&decode_image(&fixture_bytes("expected_mask.png"), "mask").unwrap()),
@@ -84,12 +137,19 @@ async fn service_output_equals_a_direct_engine_run_with_the_reported_parameters(
         negative_prompt: p["negative_prompt"].as_str().map(Into::into),
         steps: p["steps"].as_u64().unwrap() as usize,
         guidance_scale: p["guidance_scale"].as_f64().unwrap(),
-        scheduler: p["scheduler"].as_str().unwrap().parse::<SchedulerKind>().unwrap(),
+        scheduler: p["scheduler"]
+            .as_str()
+            .unwrap()
+            .parse::<SchedulerKind>()
+            .unwrap(),
         timestep_spacing: None,
         seed: p["seed"].as_u64().unwrap(),
         latents: None,
     };
-    let direct = model.edit(&request, &mut |_| std::ops::ControlFlow::Continue(())).unwrap().to_rgb8();
+    let direct = model
+        .edit(&request, &mut |_| std::ops::ControlFlow::Continue(()))
+        .unwrap()
+        .to_rgb8();
     assert_eq!(served.as_raw(), direct.as_raw());
     service.finish().await;
 }
@@ -100,33 +160,116 @@ async fn bad_requests_get_a_4xx_that_names_what_to_fix() {
     let inpaint = [("task", "inpaint"), ("prompt", "x")];
     let cases: Vec<(Vec<(&str, &str)>, bool, u16, &str, &str)> = vec![
         (vec![("prompt", "x")], true, 422, "missing_field", "`task`"),
-        (vec![("task", "paint")], true, 422, "invalid_field", "inpaint, erase, outpaint"),
-        (vec![("task", "inpaint")], true, 422, "missing_field", "`prompt`"),
+        (
+            vec![("task", "paint")],
+            true,
+            422,
+            "invalid_field",
+            "inpaint, erase, outpaint",
+        ),
+        (
+            vec![("task", "inpaint")],
+            true,
+            422,
+            "missing_field",
+            "`prompt`",
+        ),
         (inpaint.to_vec(), false, 422, "missing_field", "`mask`"),
-        ([&inpaint[..], &[("steps", "0")]].concat(), true, 422, "invalid_field", "`steps` must be an integer from 1 to 100"),
-        ([&inpaint[..], &[("steps", "ten")]].concat(), true, 422, "invalid_field", "got `ten`"),
-        ([&inpaint[..], &[("guidance_scale", "NaN")]].concat(), true, 422, "invalid_field", "`guidance_scale`"),
-        ([&inpaint[..], &[("scheduler", "pndm")]].concat(), true, 422, "invalid_field", "ddim, euler, dpmpp-2m"),
-        ([&inpaint[..], &[("num_outputs", "5")]].concat(), true, 422, "invalid_field", "from 1 to 4"),
-        ([&inpaint[..], &[("seed", "-1")]].concat(), true, 422, "invalid_field", "`seed`"),
-        ([&inpaint[..], &[("model", "sdxl")]].concat(), true, 422, "unknown_model", "tiny"),
-        ([&inpaint[..], &[("colour", "red")]].concat(), true, 422, "unknown_field", "`colour`"),
-        ([&inpaint[..], &[("extend_left", "8")]].concat(), true, 422, "invalid_field", "only to `outpaint`"),
-        (vec![("task", "outpaint")], false, 422, "missing_field", "extend_left"),
-        (vec![("task", "outpaint"), ("extend_left", "5")], false, 422, "invalid_size", "multiples of 8"),
+        (
+            [&inpaint[..], &[("steps", "0")]].concat(),
+            true,
+            422,
+            "invalid_field",
+            "`steps` must be an integer from 1 to 100",
+        ),
+        (
+            [&inpaint[..], &[("steps", "ten")]].concat(),
+            true,
+            422,
+            "invalid_field",
+            "got `ten`",
+        ),
+        (
+            [&inpaint[..], &[("guidance_scale", "NaN")]].concat(),
+            true,
+            422,
+            "invalid_field",
+            "`guidance_scale`",
+        ),
+        (
+            [&inpaint[..], &[("scheduler", "pndm")]].concat(),
+            true,
+            422,
+            "invalid_field",
+            "ddim, euler, dpmpp-2m",
+        ),
+        (
+            [&inpaint[..], &[("num_outputs", "5")]].concat(),
+            true,
+            422,
+            "invalid_field",
+            "from 1 to 4",
+        ),
+        (
+            [&inpaint[..], &[("seed", "-1")]].concat(),
+            true,
+            422,
+            "invalid_field",
+            "`seed`",
+        ),
+        (
+            [&inpaint[..], &[("model", "sdxl")]].concat(),
+            true,
+            422,
+            "unknown_model",
+            "tiny",
+        ),
+        (
+            [&inpaint[..], &[("colour", "red")]].concat(),
+            true,
+            422,
+            "unknown_field",
+            "`colour`",
+        ),
+        (
+            [&inpaint[..], &[("extend_left", "8")]].concat(),
+            true,
+            422,
+            "invalid_field",
+            "only to `outpaint`",
+        ),
+        (
+            vec![("task", "outpaint")],
+            false,
+            422,
+            "missing_field",
+            "extend_left",
+        ),
+        (
+            vec![("task", "outpaint"), ("extend_left", "5")],
+            false,
+            422,
+            "invalid_size",
+            "multiples of 8",
+        ),
     ];
     for (fields, with_mask, status, code, needle) in cases {
         let (got, body) = service.submit(&fields, with_mask).await;
         assert_eq!(got, status, "{fields:?}: {body}");
         assert_eq!(error_code(&body), code, "{fields:?}: {body}");
         let message = body["error"]["message"].as_str().unwrap();
-        assert!(message.contains(needle), "{fields:?}: `{message}` lacks `{needle}`");
+        assert!(
+            message.contains(needle),
+            "{fields:?}: `{message}` lacks `{needle}`"
+        );
     }
 
     // Files: not an image, a mask of another size, an image of a bad size.
     let png = |w, h| {
         let mut bytes = std::io::Cursor::new(Vec::new());
-        image::RgbImage::new(w, h).write_to(&mut bytes, image::ImageFormat::Png).unwrap();
+        image::RgbImage::new(w, h)
+            .write_to(&mut bytes, image::ImageFormat::Png)
+            .unwrap();
         bytes.into_inner()
     };
     let form = |image: Vec<u8>, mask: Vec<u8>| {
@@ -136,24 +279,46 @@ async fn bad_requests_get_a_4xx_that_names_what_to_fix() {
             .part("mask", reqwest::multipart::Part::bytes(mask))
     };
     for (image, mask, code, needle) in [
-        (b"not an image".to_vec(), png(64, 64), "invalid_image", "`image`"),
+        (
+            b"not an image".to_vec(),
+            png(64, 64),
+            "invalid_image",
+            "`image`",
+        ),
         (png(64, 64), png(32, 64), "size_mismatch", "32x64"),
         (png(60, 64), png(60, 64), "invalid_size", "64x64"),
     ] {
         let (status, body) = service.post_form(form(image, mask)).await;
         assert_eq!(status, 422, "{body}");
         assert_eq!(error_code(&body), code, "{body}");
-        assert!(body["error"]["message"].as_str().unwrap().contains(needle), "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(needle),
+            "{body}"
+        );
     }
     // Not multipart at all.
-    let response = service.http.post(service.url("/v1/edits")).body("{}").send().await.unwrap();
+    let response = service
+        .http
+        .post(service.url("/v1/edits"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
     error_code(&response.json().await.unwrap());
 
     // Unknown jobs, routes and outputs.
-    for path in ["/v1/jobs/not-a-uuid", "/v1/jobs/0190b6a0-0000-7000-8000-000000000000", "/v1/nothing"] {
+    for path in [
+        "/v1/jobs/not-a-uuid",
+        "/v1/jobs/0190b6a0-0000-7000-8000-000000000000",
+        "/v1/nothing",
+    ] {
         let (status, body) = service.get(path).await;
-        assert_eq!((status, error_code(&body).as_str()), (404, "not_found"), "{path}");
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (404, "not_found"),
+            "{path}"
+        );
     }
     let (status, body) = service.get("/v1/jobs?limit=1000").await;
     assert_eq!((status, error_code(&body).as_str()), (422, "invalid_field"));
@@ -165,22 +330,40 @@ async fn bad_requests_get_a_4xx_that_names_what_to_fix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_a_running_job_and_a_queued_one_never_runs() {
     let service = Service::start(1).await;
-    let long = [("task", "inpaint"), ("prompt", "slow"), ("steps", "100"), ("num_outputs", "4")];
+    let long = [
+        ("task", "inpaint"),
+        ("prompt", "slow"),
+        ("steps", "100"),
+        ("num_outputs", "4"),
+    ];
     let (_, running) = service.submit(&long, true).await;
     let (_, queued) = service.submit(&long, true).await;
     // Wait until the first is under way, then cancel the queued one.
     service
-        .wait_for(&id(&running), |j| j["status"] == "running" && j["progress"]["step"].as_u64() > Some(0))
+        .wait_for(&id(&running), |j| {
+            j["status"] == "running" && j["progress"]["step"].as_u64() > Some(0)
+        })
         .await;
     let (_, view) = service.get(&format!("/v1/jobs/{}", id(&queued))).await;
     assert_eq!(view["queue_position"], 1, "{view}");
     // Someone watching the queued job sees its position, then the cancel.
     // (The response head arrives once the stream is subscribed.)
-    let watcher = service.http.get(service.url(&format!("/v1/jobs/{}/events", id(&queued)))).send().await.unwrap();
+    let watcher = service
+        .http
+        .get(service.url(&format!("/v1/jobs/{}/events", id(&queued))))
+        .send()
+        .await
+        .unwrap();
     let (status, canceled) = service.delete(&format!("/v1/jobs/{}", id(&queued))).await;
-    assert_eq!((status, canceled["status"].as_str()), (200, Some("canceled")));
+    assert_eq!(
+        (status, canceled["status"].as_str()),
+        (200, Some("canceled"))
+    );
     let seen = watcher.text().await.unwrap();
-    let names: Vec<&str> = seen.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    let names: Vec<&str> = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
     assert_eq!(names, ["queued", "canceled"], "{seen}");
     assert!(seen.contains(r#""position":1"#), "{seen}");
 
@@ -193,8 +376,12 @@ async fn cancel_stops_a_running_job_and_a_queued_one_never_runs() {
     assert!(ended["outputs"].as_array().unwrap().is_empty());
 
     // The worker moves on; the canceled queued job never started.
-    let (_, next) = service.submit(&[("task", "erase"), ("steps", "2")], true).await;
-    service.wait_for(&id(&next), |j| j["status"] == "succeeded").await;
+    let (_, next) = service
+        .submit(&[("task", "erase"), ("steps", "2")], true)
+        .await;
+    service
+        .wait_for(&id(&next), |j| j["status"] == "succeeded")
+        .await;
     let (_, never) = service.get(&format!("/v1/jobs/{}", id(&queued))).await;
     assert_eq!(never["status"], "canceled");
     assert!(never.get("started_at").is_none(), "{never}");
@@ -209,15 +396,19 @@ async fn two_workers_share_one_queue_and_run_each_job_once() {
     let service = Service::start(2).await;
     let mut ids = Vec::new();
     for _ in 0..6 {
-        let (status, job) = service.submit(&[("task", "erase"), ("steps", "40")], true).await;
+        let (status, job) = service
+            .submit(&[("task", "erase"), ("steps", "40")], true)
+            .await;
         assert_eq!(status, 202);
         ids.push(id(&job));
     }
     for job in &ids {
         service.wait_for(job, |j| j["status"] == "succeeded").await;
     }
-    let rows: Vec<(uuid::Uuid, i32)> =
-        sqlx::query_as("SELECT worker_id, attempts FROM jobs").fetch_all(&service.backends.db).await.unwrap();
+    let rows: Vec<(uuid::Uuid, i32)> = sqlx::query_as("SELECT worker_id, attempts FROM jobs")
+        .fetch_all(&service.backends.db)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 6);
     assert!(rows.iter().all(|(_, attempts)| *attempts == 1));
     let workers: HashSet<_> = rows.iter().map(|(w, _)| *w).collect();
@@ -233,7 +424,9 @@ async fn jobs_list_newest_first_with_cursor_pages() {
     let service = Service::start(1).await;
     let mut ids = Vec::new();
     for _ in 0..5 {
-        let (_, job) = service.submit(&[("task", "erase"), ("steps", "1")], true).await;
+        let (_, job) = service
+            .submit(&[("task", "erase"), ("steps", "1")], true)
+            .await;
         ids.push(id(&job));
     }
     ids.reverse();
@@ -264,9 +457,20 @@ async fn jobs_list_newest_first_with_cursor_pages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metrics_and_docs_are_served() {
     let mut service = Service::start(1).await;
-    assert_eq!(service.get("/healthz").await, (200, serde_json::json!({"status": "ok"})));
-    assert_eq!(service.get("/readyz").await, (200, serde_json::json!({"status": "ok"})));
-    let (_, job) = service.submit(&[("task", "inpaint"), ("prompt", "p"), ("steps", "2")], true).await;
+    assert_eq!(
+        service.get("/healthz").await,
+        (200, serde_json::json!({"status": "ok"}))
+    );
+    assert_eq!(
+        service.get("/readyz").await,
+        (200, serde_json::json!({"status": "ok"}))
+    );
+    let (_, job) = service
+        .submit(
+            &[("task", "inpaint"), ("prompt", "p"), ("steps", "2")],
+            true,
+        )
+        .await;
     service.follow(&id(&job)).await;
 
     let (_, _, text) = service.download("/metrics").await;
@@ -283,10 +487,15 @@ async fn health_metrics_and_docs_are_served() {
     }
     // Queue depth counts what is waiting: submit with the worker stopped.
     service.workers.pop().unwrap().stop().await.unwrap();
-    service.submit(&[("task", "erase"), ("steps", "1")], true).await;
+    service
+        .submit(&[("task", "erase"), ("steps", "1")], true)
+        .await;
     let (_, _, text) = service.download("/metrics").await;
     let text = String::from_utf8(text).unwrap();
-    assert!(text.contains("byteedit_queue_depth{model=\"tiny\",status=\"queued\"} 1"), "{text}");
+    assert!(
+        text.contains("byteedit_queue_depth{model=\"tiny\",status=\"queued\"} 1"),
+        "{text}"
+    );
     service.add_worker().await;
 
     let (status, spec) = service.get("/openapi.json").await;

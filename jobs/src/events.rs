@@ -17,13 +17,22 @@ use crate::job::{JobError, JobTimings, Task};
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JobEvent {
     /// Waiting; `position` 1 runs next.
-    Queued { position: u32 },
+    Queued {
+        position: u32,
+    },
     /// A worker took it.
     Started,
     /// A denoising step finished (`step` counts over all outputs).
-    Progress { step: u32, total: u32 },
-    Succeeded { timings: JobTimings },
-    Failed { error: JobError },
+    Progress {
+        step: u32,
+        total: u32,
+    },
+    Succeeded {
+        timings: JobTimings,
+    },
+    Failed {
+        error: JobError,
+    },
     Canceled,
     /// The API asks the job's worker to stop it (not sent to clients).
     CancelRequested,
@@ -43,7 +52,10 @@ impl JobEvent {
     }
 
     pub fn is_final(&self) -> bool {
-        matches!(self, Self::Succeeded { .. } | Self::Failed { .. } | Self::Canceled)
+        matches!(
+            self,
+            Self::Succeeded { .. } | Self::Failed { .. } | Self::Canceled
+        )
     }
 }
 
@@ -60,7 +72,11 @@ fn channel(prefix: &str) -> String {
     format!("{prefix}:events")
 }
 
-pub async fn publish(conn: &MultiplexedConnection, prefix: &str, message: &EventMessage) -> Result<()> {
+pub async fn publish(
+    conn: &MultiplexedConnection,
+    prefix: &str,
+    message: &EventMessage,
+) -> Result<()> {
     let mut conn = conn.clone();
     redis::cmd("PUBLISH")
         .arg(channel(prefix))

@@ -16,6 +16,8 @@ pub mod storage;
 pub use config::{Backends, ConnectArgs};
 pub use error::{JobsError, Result};
 pub use events::{EventMessage, JobEvent};
-pub use job::{EditParams, JobError, JobRecord, JobStatus, JobTimings, ModelInfo, OutputRecord, Task};
+pub use job::{
+    EditParams, JobError, JobRecord, JobStatus, JobTimings, ModelInfo, OutputRecord, Task,
+};
 pub use queue::{Delivery, Queue, QueueConsumer};
 pub use storage::Storage;

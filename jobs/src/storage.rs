@@ -115,8 +115,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("byteedit-storage-{}", uuid::Uuid::new_v4()));
         for url in [dir.to_string_lossy().into_owned(), "memory://".to_owned()] {
             let storage = Storage::from_url(&url).unwrap();
-            storage.put("jobs/a/input", Bytes::from_static(b"png")).await.unwrap();
-            assert_eq!(storage.get("jobs/a/input").await.unwrap(), Bytes::from_static(b"png"));
+            storage
+                .put("jobs/a/input", Bytes::from_static(b"png"))
+                .await
+                .unwrap();
+            assert_eq!(
+                storage.get("jobs/a/input").await.unwrap(),
+                Bytes::from_static(b"png")
+            );
             storage.delete("jobs/a/input").await.unwrap();
             assert!(storage.get("jobs/a/input").await.is_err());
         }
@@ -126,7 +132,9 @@ mod tests {
 
     #[test]
     fn unknown_scheme_is_refused_with_the_url() {
-        let err = Storage::from_url("ftp://example/x").unwrap_err().to_string();
+        let err = Storage::from_url("ftp://example/x")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ftp://example/x"), "{err}");
     }
 }

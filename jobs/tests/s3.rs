@@ -17,12 +17,21 @@ fn moto_server() -> PathBuf {
     let venv = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/moto"));
     let server = venv.join("bin/moto_server");
     if !server.exists() {
-        let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().is_ok_and(|s| s.success())
+        let ok = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
             && Command::new(venv.join("bin/pip"))
                 .args(["install", "-q", "moto[server]"])
                 .status()
                 .is_ok_and(|s| s.success());
-        assert!(ok, "cannot install moto[server] from PyPI into {}", venv.display());
+        assert!(
+            ok,
+            "cannot install moto[server] from PyPI into {}",
+            venv.display()
+        );
     }
     server
 }
@@ -38,7 +47,11 @@ impl Drop for Server {
 
 #[tokio::test]
 async fn s3_compatible_store_round_trips_images() {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let _server = Server(
         Command::new(moto_server())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -49,12 +62,18 @@ async fn s3_compatible_store_round_trips_images() {
     );
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "moto_server did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "moto_server did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let endpoint = format!("http://127.0.0.1:{port}");
     // Buckets are made by the operator, not by ByteEdit: make one with a raw S3 call.
-    let made = Command::new("curl").args(["-sf", "-X", "PUT", &format!("{endpoint}/images")]).status().unwrap();
+    let made = Command::new("curl")
+        .args(["-sf", "-X", "PUT", &format!("{endpoint}/images")])
+        .status()
+        .unwrap();
     assert!(made.success());
 
     let options = [
@@ -66,15 +85,20 @@ async fn s3_compatible_store_round_trips_images() {
     ]
     .map(|(k, v)| (k.to_owned(), v.to_owned()));
     let storage = Storage::from_url_with_options("s3://images/byteedit", options).unwrap();
-    let png = Bytes::from(std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../models/tests/fixtures/sd15-inpaint-tiny/expected_image.png"
-    ))
-    .unwrap());
+    let png = Bytes::from(
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/tests/fixtures/sd15-inpaint-tiny/expected_image.png"
+        ))
+        .unwrap(),
+    );
     storage.put("jobs/1/input", png.clone()).await.unwrap();
     assert_eq!(storage.get("jobs/1/input").await.unwrap(), png);
     // The key lands under the URL's prefix in the bucket.
-    let listing = Command::new("curl").args(["-sf", &format!("{endpoint}/images?list-type=2")]).output().unwrap();
+    let listing = Command::new("curl")
+        .args(["-sf", &format!("{endpoint}/images?list-type=2")])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&listing.stdout).contains("<Key>byteedit/jobs/1/input</Key>"));
     storage.delete("jobs/1/input").await.unwrap();
     assert!(storage.get("jobs/1/input").await.is_err());

@@ -23,7 +23,11 @@ impl Extension {
 
 /// The outpainting canvas and its mask. `mask`, when given (same size as
 /// `image`), also marks parts of the original to repaint.
-pub fn outpaint_canvas(image: &RgbImage, mask: Option<&GrayImage>, ext: Extension) -> (RgbImage, GrayImage) {
+pub fn outpaint_canvas(
+    image: &RgbImage,
+    mask: Option<&GrayImage>,
+    ext: Extension,
+) -> (RgbImage, GrayImage) {
     let (w, h) = image.dimensions();
     let (cw, ch) = (w + ext.left + ext.right, h + ext.top + ext.bottom);
     // Source coordinate of each canvas coordinate: clamped into the original.
@@ -50,7 +54,12 @@ mod tests {
     #[test]
     fn canvas_keeps_the_original_and_masks_only_the_new_area() {
         let image = RgbImage::from_fn(3, 2, |x, y| Rgb([x as u8 * 10, y as u8 * 10, 7]));
-        let ext = Extension { left: 2, right: 1, top: 1, bottom: 0 };
+        let ext = Extension {
+            left: 2,
+            right: 1,
+            top: 1,
+            bottom: 0,
+        };
         let (canvas, mask) = outpaint_canvas(&image, None, ext);
         assert_eq!(canvas.dimensions(), (6, 3));
         for y in 0..2 {
@@ -72,7 +81,14 @@ mod tests {
     fn a_given_mask_is_placed_on_the_canvas() {
         let image = RgbImage::new(2, 2);
         let mask = GrayImage::from_fn(2, 2, |x, _| Luma([if x == 1 { 255 } else { 0 }]));
-        let (_, canvas_mask) = outpaint_canvas(&image, Some(&mask), Extension { left: 1, ..Default::default() });
+        let (_, canvas_mask) = outpaint_canvas(
+            &image,
+            Some(&mask),
+            Extension {
+                left: 1,
+                ..Default::default()
+            },
+        );
         assert_eq!(canvas_mask.get_pixel(1, 0).0[0], 0);
         assert_eq!(canvas_mask.get_pixel(2, 0).0[0], 255);
     }

@@ -20,7 +20,9 @@ impl FromStr for ModelSpec {
             .ok_or_else(|| format!("`{s}` is not NAME=DIR (e.g. sd15=./models/sd15-inpaint)"))?;
         let valid = !name.is_empty()
             && name.len() <= 64
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !valid {
             return Err(format!(
                 "model name `{name}` must be 1-64 letters, digits, `-`, `_` or `.`"
@@ -36,7 +38,12 @@ impl FromStr for ModelSpec {
 #[derive(Args, Debug, Clone)]
 pub struct WorkerArgs {
     /// A model to serve, as NAME=DIR (repeatable; env: comma-separated).
-    #[arg(long = "model", env = "BYTEEDIT_MODELS", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "model",
+        env = "BYTEEDIT_MODELS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub models: Vec<ModelSpec>,
     /// Name shown in logs and the workers table (default: host-pid).
     #[arg(long, env = "BYTEEDIT_WORKER_NAME")]
@@ -91,7 +98,17 @@ mod tests {
         let spec: ModelSpec = "sd15=./m/sd15".parse().unwrap();
         assert_eq!(spec.name, "sd15");
         assert_eq!(spec.dir, PathBuf::from("./m/sd15"));
-        assert!("nodir".parse::<ModelSpec>().unwrap_err().contains("NAME=DIR"));
-        assert!("a b=x".parse::<ModelSpec>().unwrap_err().contains("letters"));
+        assert!(
+            "nodir"
+                .parse::<ModelSpec>()
+                .unwrap_err()
+                .contains("NAME=DIR")
+        );
+        assert!(
+            "a b=x"
+                .parse::<ModelSpec>()
+                .unwrap_err()
+                .contains("letters")
+        );
     }
 }

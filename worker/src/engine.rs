@@ -69,7 +69,10 @@ impl Engine {
                             models.insert(spec.name.clone(), model);
                         }
                         Err(source) => {
-                            let _ = loaded_tx.send(Err(WorkerError::Load { name: spec.name.clone(), source }));
+                            let _ = loaded_tx.send(Err(WorkerError::Load {
+                                name: spec.name.clone(),
+                                source,
+                            }));
                             return;
                         }
                     }
@@ -79,7 +82,10 @@ impl Engine {
                 for (job, reply) in inbox {
                     let result = match models.get(&job.model) {
                         Some(model) => run_guarded(model, &job),
-                        None => Err(ModelError::InvalidInput(format!("this worker does not serve model `{}`", job.model))),
+                        None => Err(ModelError::InvalidInput(format!(
+                            "this worker does not serve model `{}`",
+                            job.model
+                        ))),
                     };
                     let _ = reply.send(result);
                 }
@@ -89,15 +95,23 @@ impl Engine {
         Ok(Self { jobs, models })
     }
 
-    pub async fn run(&self, job: EngineJob) -> Result<Result<EngineOutput, ModelError>, WorkerError> {
+    pub async fn run(
+        &self,
+        job: EngineJob,
+    ) -> Result<Result<EngineOutput, ModelError>, WorkerError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send((job, reply)).map_err(|_| WorkerError::EngineGone)?;
+        self.jobs
+            .send((job, reply))
+            .map_err(|_| WorkerError::EngineGone)?;
         answer.await.map_err(|_| WorkerError::EngineGone)
     }
 }
 
 fn model_info<B: Backend>(name: &str, model: &InpaintModel<B>, args: &WorkerArgs) -> ModelInfo {
-    let max_steps = args.max_steps.min(model.scheduler_config.num_train_timesteps as u32).max(1);
+    let max_steps = args
+        .max_steps
+        .min(model.scheduler_config.num_train_timesteps as u32)
+        .max(1);
     ModelInfo {
         name: name.to_owned(),
         vae_scale_factor: model.vae_scale_factor() as u32,
@@ -110,7 +124,10 @@ fn model_info<B: Backend>(name: &str, model: &InpaintModel<B>, args: &WorkerArgs
 }
 
 /// A panic inside the engine fails the job, not the worker.
-fn run_guarded<B: Backend>(model: &InpaintModel<B>, job: &EngineJob) -> Result<EngineOutput, ModelError> {
+fn run_guarded<B: Backend>(
+    model: &InpaintModel<B>,
+    job: &EngineJob,
+) -> Result<EngineOutput, ModelError> {
     match std::panic::catch_unwind(AssertUnwindSafe(|| run(model, job))) {
         Ok(result) => result,
         Err(panic) => {
@@ -120,7 +137,9 @@ fn run_guarded<B: Backend>(model: &InpaintModel<B>, job: &EngineJob) -> Result<E
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
             tracing::error!("engine panicked: {why}");
-            Err(ModelError::InvalidInput(format!("the engine failed on this input: {why}")))
+            Err(ModelError::InvalidInput(format!(
+                "the engine failed on this input: {why}"
+            )))
         }
     }
 }
@@ -151,6 +170,10 @@ fn run<B: Backend>(model: &InpaintModel<B>, job: &EngineJob) -> Result<EngineOut
     Ok(EngineOutput {
         images,
         model_time,
-        step_time: if steps == 0 { Duration::ZERO } else { denoise / steps as u32 },
+        step_time: if steps == 0 {
+            Duration::ZERO
+        } else {
+            denoise / steps as u32
+        },
     })
 }

@@ -7,10 +7,16 @@ use byteedit_models::tasks::{Extension, outpaint_canvas};
 use byteedit_models::{EditRequest, ModelError, SchedulerKind};
 use image::GrayImage;
 
-pub fn edit_request(job: &JobRecord, image: &[u8], mask: Option<&[u8]>) -> Result<EditRequest, ModelError> {
+pub fn edit_request(
+    job: &JobRecord,
+    image: &[u8],
+    mask: Option<&[u8]>,
+) -> Result<EditRequest, ModelError> {
     let p = &job.params;
     let image = to_rgb(&decode_image(image, "image")?);
-    let mask = mask.map(|m| decode_image(m, "mask").map(|m| to_luma(&m))).transpose()?;
+    let mask = mask
+        .map(|m| decode_image(m, "mask").map(|m| to_luma(&m)))
+        .transpose()?;
     if let Some(m) = &mask
         && m.dimensions() != image.dimensions()
     {
@@ -33,7 +39,8 @@ pub fn edit_request(job: &JobRecord, image: &[u8], mask: Option<&[u8]>) -> Resul
             outpaint_canvas(&image, mask.as_ref(), ext)
         }
         Task::Inpaint | Task::Erase => {
-            let mask = mask.ok_or_else(|| ModelError::InvalidInput(format!("`{}` needs a mask", job.task)))?;
+            let mask = mask
+                .ok_or_else(|| ModelError::InvalidInput(format!("`{}` needs a mask", job.task)))?;
             (image, mask)
         }
     };
@@ -45,7 +52,10 @@ pub fn edit_request(job: &JobRecord, image: &[u8], mask: Option<&[u8]>) -> Resul
         negative_prompt: p.negative_prompt.clone(),
         steps: p.steps as usize,
         guidance_scale: p.guidance_scale,
-        scheduler: p.scheduler.parse::<SchedulerKind>().map_err(ModelError::InvalidInput)?,
+        scheduler: p
+            .scheduler
+            .parse::<SchedulerKind>()
+            .map_err(ModelError::InvalidInput)?,
         timestep_spacing: None,
         seed: p.seed,
         latents: None,

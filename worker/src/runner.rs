@@ -10,8 +10,8 @@ use burn::prelude::Backend;
 use byteedit_jobs::db::jobs::NewOutput;
 use byteedit_jobs::job::keys;
 use byteedit_jobs::{
-    Backends, Delivery, EventMessage, JobError, JobEvent, JobRecord, JobStatus, JobTimings, QueueConsumer, db,
-    events,
+    Backends, Delivery, EventMessage, JobError, JobEvent, JobRecord, JobStatus, JobTimings,
+    QueueConsumer, db, events,
 };
 use byteedit_models::ModelError;
 use bytes::Bytes;
@@ -58,7 +58,9 @@ impl WorkerHandle {
 
     /// Resolves when the worker ends by itself (a fatal error).
     pub async fn wait(&mut self) -> Result<(), WorkerError> {
-        (&mut self.task).await.unwrap_or(Err(WorkerError::EngineGone))
+        (&mut self.task)
+            .await
+            .unwrap_or(Err(WorkerError::EngineGone))
     }
 }
 
@@ -78,9 +80,14 @@ impl Worker {
         let models = engine.models.clone();
         db::models::register_worker(&backends.db, id, &name, &models).await?;
         let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
-        let consumer =
-            QueueConsumer::new(&backends.redis, backends.conn.clone(), &backends.prefix, &id.to_string(), &names)
-                .await?;
+        let consumer = QueueConsumer::new(
+            &backends.redis,
+            backends.conn.clone(),
+            &backends.prefix,
+            &id.to_string(),
+            &names,
+        )
+        .await?;
         tracing::info!(worker = %id, %name, models = ?names, "worker ready");
         let worker = Arc::new(Worker {
             id,
@@ -92,7 +99,12 @@ impl Worker {
         let (stop, stopped) = watch::channel(false);
         let heartbeat = Duration::from_secs(args.heartbeat_secs.max(1));
         let task = tokio::spawn(worker.clone().run(consumer, stopped, heartbeat));
-        Ok(WorkerHandle { id, models, stop, task })
+        Ok(WorkerHandle {
+            id,
+            models,
+            stop,
+            task,
+        })
     }
 
     async fn run(
@@ -127,7 +139,11 @@ impl Worker {
         Ok(())
     }
 
-    async fn handle(&self, consumer: &QueueConsumer, delivery: &Delivery) -> Result<(), WorkerError> {
+    async fn handle(
+        &self,
+        consumer: &QueueConsumer,
+        delivery: &Delivery,
+    ) -> Result<(), WorkerError> {
         let Some(job_id) = delivery.job else {
             tracing::warn!(entry = %delivery.entry, "queue entry without a job id; dropping it");
             consumer.ack(delivery).await?;
@@ -167,13 +183,31 @@ impl Worker {
                 }
             }
             Err(Failure::Canceled) => {
-                if db::jobs::finish_unsuccessfully(db, job.id, self.id, JobStatus::Canceled, None, None).await? {
+                if db::jobs::finish_unsuccessfully(
+                    db,
+                    job.id,
+                    self.id,
+                    JobStatus::Canceled,
+                    None,
+                    None,
+                )
+                .await?
+                {
                     tracing::info!(job = %job.id, "job canceled while running");
                     self.publish(&job, JobEvent::Canceled).await;
                 }
             }
             Err(Failure::Job(error)) => {
-                if db::jobs::finish_unsuccessfully(db, job.id, self.id, JobStatus::Failed, Some(&error), None).await? {
+                if db::jobs::finish_unsuccessfully(
+                    db,
+                    job.id,
+                    self.id,
+                    JobStatus::Failed,
+                    Some(&error),
+                    None,
+                )
+                .await?
+                {
                     tracing::warn!(job = %job.id, code = %error.code, "job failed: {}", error.message);
                     self.publish(&job, JobEvent::Failed { error }).await;
                 }
@@ -185,21 +219,34 @@ impl Worker {
     }
 
     /// Loads the inputs, runs the engine with progress, stores the outputs.
-    async fn execute(&self, job: &JobRecord, cancel: Arc<AtomicBool>) -> Result<(EngineOutput, Vec<NewOutput>), Failure> {
+    async fn execute(
+        &self,
+        job: &JobRecord,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<(EngineOutput, Vec<NewOutput>), Failure> {
         let storage = &self.backends.storage;
-        let image = storage.get(&job.image_key).await.map_err(Failure::storage)?;
+        let image = storage
+            .get(&job.image_key)
+            .await
+            .map_err(Failure::storage)?;
         let mask = match &job.mask_key {
             Some(key) => Some(storage.get(key).await.map_err(Failure::storage)?),
             None => None,
         };
         let record = job.clone();
-        let request = tokio::task::spawn_blocking(move || edit_request(&record, &image, mask.as_deref()))
-            .await
-            .map_err(|_| Failure::Worker(WorkerError::EngineGone))?
-            .map_err(Failure::model)?;
+        let request =
+            tokio::task::spawn_blocking(move || edit_request(&record, &image, mask.as_deref()))
+                .await
+                .map_err(|_| Failure::Worker(WorkerError::EngineGone))?
+                .map_err(Failure::model)?;
 
         let (progress, steps) = mpsc::unbounded_channel();
-        let forward = tokio::spawn(forward_progress(self.backends.clone(), job.clone(), self.id, steps));
+        let forward = tokio::spawn(forward_progress(
+            self.backends.clone(),
+            job.clone(),
+            self.id,
+            steps,
+        ));
         let result = self
             .engine
             .run(EngineJob {
@@ -219,14 +266,18 @@ impl Worker {
         };
 
         let images = output.images.clone();
-        let encoded = tokio::task::spawn_blocking(move || images.iter().map(encode_png).collect::<Vec<_>>())
-            .await
-            .map_err(|_| Failure::Worker(WorkerError::EngineGone))?;
+        let encoded =
+            tokio::task::spawn_blocking(move || images.iter().map(encode_png).collect::<Vec<_>>())
+                .await
+                .map_err(|_| Failure::Worker(WorkerError::EngineGone))?;
         let mut stored = Vec::new();
         for (index, (png, image)) in encoded.into_iter().zip(&output.images).enumerate() {
             let index = index as u32;
             let key = keys::output(job.id, index);
-            storage.put(&key, png.map_err(Failure::model)?).await.map_err(Failure::storage)?;
+            storage
+                .put(&key, png.map_err(Failure::model)?)
+                .await
+                .map_err(Failure::storage)?;
             stored.push(NewOutput {
                 index,
                 storage_key: key,
@@ -260,7 +311,8 @@ impl Worker {
             task: job.task,
             event,
         };
-        if let Err(e) = events::publish(&self.backends.conn, &self.backends.prefix, &message).await {
+        if let Err(e) = events::publish(&self.backends.conn, &self.backends.prefix, &message).await
+        {
             tracing::warn!(job = %job.id, "cannot publish {}: {e}", message.event.name());
         }
     }
@@ -292,7 +344,11 @@ impl Worker {
             if let Err(e) = db::models::worker_seen(db, self.id).await {
                 tracing::warn!("heartbeat failed: {e}");
             }
-            let current = self.current.lock().ok().and_then(|c| c.as_ref().map(|(id, _)| *id));
+            let current = self
+                .current
+                .lock()
+                .ok()
+                .and_then(|c| c.as_ref().map(|(id, _)| *id));
             if let Some(job) = current {
                 match db::jobs::heartbeat(db, job, self.id).await {
                     Ok(true) => self.cancel_current(job),
@@ -305,7 +361,12 @@ impl Worker {
 }
 
 /// Relays engine progress: every step to Redis, throttled to Postgres.
-async fn forward_progress(backends: Backends, job: JobRecord, worker: Uuid, mut steps: mpsc::UnboundedReceiver<u32>) {
+async fn forward_progress(
+    backends: Backends,
+    job: JobRecord,
+    worker: Uuid,
+    mut steps: mpsc::UnboundedReceiver<u32>,
+) {
     let total = job.params.total_steps();
     // The final count is written with the result, so no closing write here.
     let mut last_write: Option<Instant> = None;

@@ -69,7 +69,10 @@ pub async fn create_edit(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
     let multipart = multipart.map_err(|e| {
-        ApiError::BadRequest(format!("send the edit as multipart/form-data: {}", e.body_text()))
+        ApiError::BadRequest(format!(
+            "send the edit as multipart/form-data: {}",
+            e.body_text()
+        ))
     })?;
     let form = RawEditForm::read(multipart, state.config.max_upload_mb).await?;
     let backends = &state.backends;
@@ -93,7 +96,10 @@ pub async fn create_edit(
     let storage = &backends.storage;
     match (&mask_key, edit.mask.clone()) {
         (Some(key), Some(mask)) => {
-            tokio::try_join!(storage.put(&image_key, edit.image.clone()), storage.put(key, mask))?;
+            tokio::try_join!(
+                storage.put(&image_key, edit.image.clone()),
+                storage.put(key, mask)
+            )?;
         }
         _ => storage.put(&image_key, edit.image.clone()).await?,
     }

@@ -37,7 +37,9 @@ pub async fn job_events(
     let first = find_job(&state, &id).await?;
     // Subscribe before reading the snapshot again, so nothing falls between.
     let mut live = state.events.subscribe();
-    let job = db::jobs::get(&state.backends.db, first.id).await?.unwrap_or(first);
+    let job = db::jobs::get(&state.backends.db, first.id)
+        .await?
+        .unwrap_or(first);
     let stream = stream! {
         let mut seen = Seen::default();
         let mut job = job;
@@ -107,7 +109,11 @@ struct Seen {
 impl Seen {
     /// Events that bring the client from what it was told to `job`'s state;
     /// `true` when the job has ended.
-    async fn catch_up(&mut self, state: &AppState, job: JobRecord) -> Result<(Vec<Event>, bool), ApiError> {
+    async fn catch_up(
+        &mut self,
+        state: &AppState,
+        job: JobRecord,
+    ) -> Result<(Vec<Event>, bool), ApiError> {
         self.id = job.id;
         self.model.clone_from(&job.model);
         let mut events = Vec::new();
@@ -124,14 +130,19 @@ impl Seen {
                     events.push(sse(&JobEvent::Started, None));
                 }
                 if self.step != Some(job.progress_step) && job.progress_step > 0 {
-                    let progress = JobEvent::Progress { step: job.progress_step, total: job.progress_total };
+                    let progress = JobEvent::Progress {
+                        step: job.progress_step,
+                        total: job.progress_total,
+                    };
                     events.push(sse(&progress, None));
                     self.step = Some(job.progress_step);
                 }
             }
             status => {
                 let event = match status {
-                    JobStatus::Succeeded => JobEvent::Succeeded { timings: job.timings.clone().unwrap_or_default() },
+                    JobStatus::Succeeded => JobEvent::Succeeded {
+                        timings: job.timings.clone().unwrap_or_default(),
+                    },
                     JobStatus::Failed => JobEvent::Failed {
                         error: job.error.clone().unwrap_or(byteedit_jobs::JobError {
                             code: "unknown".into(),

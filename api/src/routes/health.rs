@@ -21,7 +21,9 @@ pub struct HealthOut {
 #[utoipa::path(get, path = "/healthz", tag = "health",
     responses((status = 200, description = "The process answers", body = HealthOut)))]
 pub async fn healthz() -> Json<HealthOut> {
-    Json(HealthOut { status: "ok".into() })
+    Json(HealthOut {
+        status: "ok".into(),
+    })
 }
 
 /// Postgres and Redis are reachable.
@@ -36,7 +38,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<HealthOut>, Ap
         tracing::warn!("not ready: {e}");
         ApiError::Unavailable(format!("not ready: {}", e.error_type()))
     })?;
-    Ok(Json(HealthOut { status: "ok".into() }))
+    Ok(Json(HealthOut {
+        status: "ok".into(),
+    }))
 }
 
 /// Prometheus metrics: requests, queue depth, job durations, step times.
@@ -50,7 +54,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     match db::jobs::depth_by_model(&state.backends.db).await {
         Ok(rows) => {
             for (model, status, n) in rows {
-                m.queue_depth.with_label_values(&[&model, status.as_str()]).set(n);
+                m.queue_depth
+                    .with_label_values(&[&model, status.as_str()])
+                    .set(n);
             }
         }
         Err(e) => tracing::warn!("metrics: cannot read queue depth: {e}"),
@@ -58,7 +64,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     match db::models::list(&state.backends.db).await {
         Ok(models) => {
             for model in models {
-                m.workers.with_label_values(&[&model.info.name]).set(model.workers as i64);
+                m.workers
+                    .with_label_values(&[&model.info.name])
+                    .set(model.workers as i64);
             }
         }
         Err(e) => tracing::warn!("metrics: cannot read workers: {e}"),

@@ -8,7 +8,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use byteedit_jobs::db::{self, CancelOutcome};
-use byteedit_jobs::{EditParams, JobError, JobRecord, JobStatus, JobTimings, OutputRecord, Task, events};
+use byteedit_jobs::{
+    EditParams, JobError, JobRecord, JobStatus, JobTimings, OutputRecord, Task, events,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -78,7 +80,9 @@ impl JobOut {
             parameters: job.params,
             width: job.width,
             height: job.height,
-            queue_position: (job.status == JobStatus::Queued).then_some(queue_position).flatten(),
+            queue_position: (job.status == JobStatus::Queued)
+                .then_some(queue_position)
+                .flatten(),
             progress: (job.status == JobStatus::Running).then_some(ProgressOut {
                 step: job.progress_step,
                 total: job.progress_total,
@@ -132,7 +136,10 @@ pub async fn find_job(state: &AppState, raw_id: &str) -> Result<JobRecord, ApiEr
         (status = 200, description = "The job", body = JobOut),
         (status = 404, description = "No such job", body = ErrorResponse),
     ))]
-pub async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobOut>, ApiError> {
+pub async fn get_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobOut>, ApiError> {
     let job = find_job(&state, &id).await?;
     Ok(Json(job_out(&state, job).await?))
 }
@@ -220,7 +227,11 @@ pub async fn list_jobs(
             JobStatus::Queued => Some(db::jobs::queue_position(db, &job).await?),
             _ => None,
         };
-        let mine: Vec<OutputRecord> = outputs.iter().filter(|o| o.job_id == job.id).cloned().collect();
+        let mine: Vec<OutputRecord> = outputs
+            .iter()
+            .filter(|o| o.job_id == job.id)
+            .cloned()
+            .collect();
         jobs.push(JobOut::new(job, &mine, position));
     }
     Ok(Json(JobList {
@@ -239,7 +250,10 @@ pub async fn list_jobs(
         (status = 404, description = "No such job", body = ErrorResponse),
         (status = 409, description = "The job had already ended", body = ErrorResponse),
     ))]
-pub async fn cancel_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = parse_job_id(&id)?;
     let backends = &state.backends;
     match db::jobs::cancel(&backends.db, id).await? {
@@ -255,7 +269,10 @@ pub async fn cancel_job(State(state): State<AppState>, Path(id): Path<String>) -
         }
         CancelOutcome::AlreadyFinished(job) => Err(ApiError::Conflict {
             code: "job_finished",
-            message: format!("job `{id}` already ended ({}); there is nothing to cancel", job.status),
+            message: format!(
+                "job `{id}` already ended ({}); there is nothing to cancel",
+                job.status
+            ),
         }),
         CancelOutcome::NotFound => Err(ApiError::NotFound(format!("no job `{id}`"))),
     }
@@ -275,7 +292,11 @@ fn event(job: &JobRecord, event: events::JobEvent) -> events::EventMessage {
 /// logged, not returned.
 async fn publish_quietly(state: &AppState, message: &events::EventMessage) {
     if let Err(e) = events::publish(&state.backends.conn, &state.backends.prefix, message).await {
-        tracing::warn!("cannot publish {} for job {}: {e}", message.event.name(), message.job);
+        tracing::warn!(
+            "cannot publish {} for job {}: {e}",
+            message.event.name(),
+            message.job
+        );
     }
 }
 
@@ -298,7 +319,10 @@ pub async fn get_output(
     if job.status != JobStatus::Succeeded {
         return Err(ApiError::Conflict {
             code: "not_ready",
-            message: format!("job `{}` is {}; outputs exist once it has succeeded", job.id, job.status),
+            message: format!(
+                "job `{}` is {}; outputs exist once it has succeeded",
+                job.id, job.status
+            ),
         });
     }
     let outputs = db::jobs::outputs(&state.backends.db, job.id).await?;
@@ -317,7 +341,10 @@ pub async fn get_output(
     Ok((
         [
             (header::CONTENT_TYPE, "image/png".to_owned()),
-            (header::CACHE_CONTROL, "public, max-age=31536000, immutable".to_owned()),
+            (
+                header::CACHE_CONTROL,
+                "public, max-age=31536000, immutable".to_owned(),
+            ),
             (
                 header::CONTENT_DISPOSITION,
                 format!("inline; filename=\"{}-{}.png\"", job.id, output.index),

@@ -36,7 +36,10 @@ pub fn router(state: AppState) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::spec()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::track))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -44,10 +47,16 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no route `{}`; see /docs for the API", uri.path()))
 }
 
-async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> (axum::http::StatusCode, ApiError) {
+async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> (axum::http::StatusCode, ApiError) {
     (
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        ApiError::BadRequest(format!("`{method}` is not allowed on `{}`; see /docs", uri.path())),
+        ApiError::BadRequest(format!(
+            "`{method}` is not allowed on `{}`; see /docs",
+            uri.path()
+        )),
     )
 }
 

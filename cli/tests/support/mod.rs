@@ -18,7 +18,10 @@ use tokio::sync::oneshot;
 pub const MODEL: &str = "tiny";
 
 pub fn tiny_model() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tests/fixtures/sd15-inpaint-tiny"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/tests/fixtures/sd15-inpaint-tiny"
+    ))
 }
 
 pub fn fixture_bytes(name: &str) -> Vec<u8> {
@@ -27,7 +30,8 @@ pub fn fixture_bytes(name: &str) -> Vec<u8> {
 
 /// Postgres server URL without a database (override with BYTEEDIT_TEST_PG).
 fn pg_server() -> String {
-    std::env::var("BYTEEDIT_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("BYTEEDIT_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 fn redis_url() -> String {
@@ -58,7 +62,9 @@ impl Service {
             redis_prefix: format!("byteedit-test-{tag}"),
             db_connections: 8,
         };
-        let backends = Backends::connect(&connect).await.expect("Postgres and Redis must be running");
+        let backends = Backends::connect(&connect)
+            .await
+            .expect("Postgres and Redis must be running");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let state = byteedit_api::app_state(&ApiArgs::default(), backends.clone());
@@ -85,10 +91,14 @@ impl Service {
     /// Starts one more worker with its own connections, as another machine would.
     pub async fn add_worker(&mut self) -> uuid::Uuid {
         let backends = Backends::connect(&self.connect).await.unwrap();
-        let args = WorkerArgs::for_models(vec![ModelSpec { name: MODEL.into(), dir: tiny_model() }]);
-        let handle = Worker::start::<byteedit_models::CpuBackend>(args, backends, Default::default())
-            .await
-            .expect("worker starts");
+        let args = WorkerArgs::for_models(vec![ModelSpec {
+            name: MODEL.into(),
+            dir: tiny_model(),
+        }]);
+        let handle =
+            Worker::start::<byteedit_models::CpuBackend>(args, backends, Default::default())
+                .await
+                .expect("worker starts");
         let id = handle.id;
         self.workers.push(handle);
         id
@@ -114,12 +124,14 @@ impl Service {
     pub async fn submit(&self, fields: &[(&str, &str)], with_mask: bool) -> (u16, Value) {
         let mut form = reqwest::multipart::Form::new().part(
             "image",
-            reqwest::multipart::Part::bytes(fixture_bytes("expected_image.png")).file_name("image.png"),
+            reqwest::multipart::Part::bytes(fixture_bytes("expected_image.png"))
+                .file_name("image.png"),
         );
         if with_mask {
             form = form.part(
                 "mask",
-                reqwest::multipart::Part::bytes(fixture_bytes("expected_mask.png")).file_name("mask.png"),
+                reqwest::multipart::Part::bytes(fixture_bytes("expected_mask.png"))
+                    .file_name("mask.png"),
             );
         }
         for (k, v) in fields {
@@ -129,14 +141,25 @@ impl Service {
     }
 
     pub async fn post_form(&self, form: reqwest::multipart::Form) -> (u16, Value) {
-        let response = self.http.post(self.url("/v1/edits")).multipart(form).send().await.unwrap();
+        let response = self
+            .http
+            .post(self.url("/v1/edits"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// Follows a job's SSE stream to its final event (bounded in time).
     pub async fn follow(&self, job: &str) -> Vec<(String, Value)> {
-        let response = self.http.get(self.url(&format!("/v1/jobs/{job}/events"))).send().await.unwrap();
+        let response = self
+            .http
+            .get(self.url(&format!("/v1/jobs/{job}/events")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         let mut body = response.bytes_stream();
@@ -204,15 +227,26 @@ impl Service {
             let _ = stop.send(());
         }
         self.backends.db.close().await;
-        let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server())).await.unwrap();
+        let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server()))
+            .await
+            .unwrap();
         let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database);
-        sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut admin).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+            .execute(&mut admin)
+            .await
+            .unwrap();
     }
 }
 
 /// Asserts the one error shape and returns its code.
 pub fn error_code(body: &Value) -> String {
     let error = &body["error"];
-    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "no message in {body}");
-    error["code"].as_str().unwrap_or_else(|| panic!("no code in {body}")).to_owned()
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "no message in {body}"
+    );
+    error["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no code in {body}"))
+        .to_owned()
 }

@@ -114,7 +114,9 @@ pub async fn insert(db: &PgPool, job: &NewJob) -> Result<JobRecord> {
 
 pub async fn get(db: &PgPool, id: Uuid) -> Result<Option<JobRecord>> {
     let row: Option<JobRow> = sqlx::query_as(concat!(
-        "SELECT ", job_columns!(), " FROM jobs WHERE id = $1"
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE id = $1"
     ))
     .bind(id)
     .fetch_optional(db)
@@ -139,7 +141,9 @@ pub async fn list(
     limit: u32,
 ) -> Result<Page> {
     let rows: Vec<JobRow> = sqlx::query_as(concat!(
-        "SELECT ", job_columns!(), " FROM jobs \
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs \
          WHERE ($1::uuid IS NULL OR id < $1) AND ($2::text IS NULL OR status = $2) \
          ORDER BY id DESC LIMIT $3"
     ))
@@ -189,7 +193,9 @@ pub async fn claim(db: &PgPool, id: Uuid, worker: Uuid) -> Result<Option<JobReco
     let row: Option<JobRow> = sqlx::query_as(concat!(
         "UPDATE jobs SET status = 'running', worker_id = $2, started_at = now(), \
          heartbeat_at = now(), attempts = attempts + 1 \
-         WHERE id = $1 AND status = 'queued' RETURNING ", job_columns!(), ""
+         WHERE id = $1 AND status = 'queued' RETURNING ",
+        job_columns!(),
+        ""
     ))
     .bind(id)
     .bind(worker)
@@ -311,7 +317,9 @@ pub enum CancelOutcome {
 pub async fn cancel(db: &PgPool, id: Uuid) -> Result<CancelOutcome> {
     let queued: Option<JobRow> = sqlx::query_as(concat!(
         "UPDATE jobs SET status = 'canceled', cancel_requested = true, finished_at = now() \
-         WHERE id = $1 AND status = 'queued' RETURNING ", job_columns!(), ""
+         WHERE id = $1 AND status = 'queued' RETURNING ",
+        job_columns!(),
+        ""
     ))
     .bind(id)
     .fetch_optional(db)
@@ -321,7 +329,9 @@ pub async fn cancel(db: &PgPool, id: Uuid) -> Result<CancelOutcome> {
     }
     let running: Option<JobRow> = sqlx::query_as(concat!(
         "UPDATE jobs SET cancel_requested = true \
-         WHERE id = $1 AND status = 'running' RETURNING ", job_columns!(), ""
+         WHERE id = $1 AND status = 'running' RETURNING ",
+        job_columns!(),
+        ""
     ))
     .bind(id)
     .fetch_optional(db)

@@ -12,7 +12,12 @@ pub const WORKER_TIMEOUT_SECS: i64 = 30;
 
 /// Records a starting worker and the models it serves (their defaults are
 /// updated, so a new model version's defaults take effect).
-pub async fn register_worker(db: &PgPool, id: Uuid, name: &str, models: &[ModelInfo]) -> Result<()> {
+pub async fn register_worker(
+    db: &PgPool,
+    id: Uuid,
+    name: &str,
+    models: &[ModelInfo],
+) -> Result<()> {
     let mut tx = db.begin().await?;
     for m in models {
         sqlx::query(

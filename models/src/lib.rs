@@ -11,6 +11,7 @@ pub mod config;
 pub mod embeddings;
 pub mod error;
 pub mod image_io;
+pub mod masks;
 pub mod nn;
 pub mod pipeline;
 pub mod resnet;

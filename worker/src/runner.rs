@@ -259,19 +259,24 @@ impl Worker {
             .await;
         // The sender is gone with the job, so the forwarder drains and ends.
         let _ = forward.await;
-        let output = match result.map_err(Failure::Worker)? {
+        let mut output = match result.map_err(Failure::Worker)? {
             Ok(output) => output,
             Err(ModelError::Cancelled) => return Err(Failure::Canceled),
             Err(e) => return Err(Failure::model(e)),
         };
 
-        let images = output.images.clone();
-        let encoded =
-            tokio::task::spawn_blocking(move || images.iter().map(encode_png).collect::<Vec<_>>())
-                .await
-                .map_err(|_| Failure::Worker(WorkerError::EngineGone))?;
+        // The images move into the encoder: only the timings are kept.
+        let images = std::mem::take(&mut output.images);
+        let encoded = tokio::task::spawn_blocking(move || {
+            images
+                .iter()
+                .map(|image| (encode_png(image), image.width(), image.height()))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|_| Failure::Worker(WorkerError::EngineGone))?;
         let mut stored = Vec::new();
-        for (index, (png, image)) in encoded.into_iter().zip(&output.images).enumerate() {
+        for (index, (png, width, height)) in encoded.into_iter().enumerate() {
             let index = index as u32;
             let key = keys::output(job.id, index);
             storage
@@ -281,8 +286,8 @@ impl Worker {
             stored.push(NewOutput {
                 index,
                 storage_key: key,
-                width: image.width(),
-                height: image.height(),
+                width,
+                height,
                 seed: job.params.seed + index as u64,
             });
         }

@@ -34,12 +34,9 @@ pub async fn job_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let first = find_job(&state, &id).await?;
-    // Subscribe before reading the snapshot again, so nothing falls between.
+    // Subscribe before reading the snapshot, so nothing falls between.
     let mut live = state.events.subscribe();
-    let job = db::jobs::get(&state.backends.db, first.id)
-        .await?
-        .unwrap_or(first);
+    let job = find_job(&state, &id).await?;
     let stream = stream! {
         let mut seen = Seen::default();
         let mut job = job;

@@ -30,6 +30,9 @@ pub enum ApiError {
     /// Postgres, Redis or storage failed; logged, never shown to clients.
     #[error(transparent)]
     Backend(#[from] JobsError),
+    /// A bug on our side (a request task panicked); logged, never shown.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -49,7 +52,7 @@ impl ApiError {
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Backend(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Backend(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -62,7 +65,7 @@ impl ApiError {
             Self::TooLarge { .. } => "payload_too_large",
             Self::Unavailable(_) => "unavailable",
             Self::Backend(e) if e.is_unavailable() => "unavailable",
-            Self::Backend(_) => "internal",
+            Self::Backend(_) | Self::Internal(_) => "internal",
         }
     }
 }
@@ -92,6 +95,10 @@ impl IntoResponse for ApiError {
                 } else {
                     "internal error; it has been logged".to_owned()
                 }
+            }
+            Self::Internal(e) => {
+                tracing::error!("request failed: {e}");
+                "internal error; it has been logged".to_owned()
             }
             other => other.to_string(),
         };

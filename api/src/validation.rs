@@ -7,9 +7,11 @@ use std::io::Cursor;
 use axum::extract::Multipart;
 use axum::extract::multipart::MultipartError;
 use byteedit_jobs::db::ModelStatus;
+use byteedit_jobs::geometry::{self, Anchor, Sides};
+use byteedit_jobs::job::defaults;
 use byteedit_jobs::{EditParams, Task};
 use bytes::Bytes;
-use image::{ImageFormat, ImageReader};
+use image::{ImageFormat, ImageReader, Limits};
 
 use crate::config::ApiArgs;
 use crate::error::ApiError;
@@ -37,7 +39,23 @@ const FIELDS: &[&str] = &[
     "extend_right",
     "extend_top",
     "extend_bottom",
+    "target_width",
+    "target_height",
+    "aspect_ratio",
+    "anchor",
+    "overlap",
+    "mask_grow",
+    "mask_feather",
+    "mask_resize",
+    "crop_padding",
+    "color_match",
 ];
+
+/// Bounds of the task options, in pixels.
+pub const MAX_OVERLAP: u32 = 256;
+pub const MAX_MASK_GROW: i32 = 256;
+pub const MAX_MASK_FEATHER: u32 = 128;
+pub const MAX_CROP_PADDING: u32 = 2048;
 
 /// The form as sent: files as bytes, everything else as text.
 #[derive(Debug, Default)]
@@ -123,6 +141,17 @@ impl RawEditForm {
         }
     }
 
+    fn flag(&self, name: &str) -> Result<bool, ApiError> {
+        match self.value(name) {
+            None | Some("false" | "0") => Ok(false),
+            Some("true" | "1") => Ok(true),
+            Some(other) => Err(ApiError::invalid(
+                "invalid_field",
+                format!("`{name}` must be true or false; got `{other}`"),
+            )),
+        }
+    }
+
     /// The model the request names, or the configured/only one.
     pub fn model_name(&self, config: &ApiArgs, served: &[ModelStatus]) -> Result<String, ApiError> {
         if let Some(name) = self.value("model") {
@@ -171,36 +200,94 @@ pub struct ValidEdit {
     pub height: u32,
 }
 
-/// Reads an image's format and size from its header, without decoding the
-/// pixels (so checking a 1-megapixel upload costs microseconds).
-fn image_size(field: &str, bytes: &[u8]) -> Result<(u32, u32), ApiError> {
-    let unreadable = |why: String| {
-        ApiError::invalid(
-            "invalid_image",
-            format!("`{field}` is not a readable PNG, JPEG or WebP image: {why}"),
-        )
-    };
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| unreadable(e.to_string()))?;
-    match reader.format() {
-        Some(ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP) => {}
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "invalid_image",
-                format!("`{field}` is {other:?}; send PNG, JPEG or WebP"),
-            ));
-        }
-        None => return Err(unreadable("unknown format".into())),
-    }
-    reader
-        .into_dimensions()
-        .map_err(|e| unreadable(e.to_string()))
+/// What an upload's header says.
+struct Header {
+    width: u32,
+    height: u32,
+    has_alpha: bool,
 }
 
-/// The nearest sizes that are multiples of `factor`, for error messages.
-fn suggest(side: u32, factor: u32) -> u32 {
-    ((side + factor / 2) / factor).max(1) * factor
+fn reader<'a>(field: &str, bytes: &'a [u8]) -> Result<ImageReader<Cursor<&'a [u8]>>, ApiError> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| unreadable(field, e.to_string()))?;
+    match reader.format() {
+        Some(ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP) => Ok(reader),
+        Some(other) => Err(ApiError::invalid(
+            "invalid_image",
+            format!("`{field}` is {other:?}; send PNG, JPEG or WebP"),
+        )),
+        None => Err(unreadable(field, "unknown format".into())),
+    }
+}
+
+fn unreadable(field: &str, why: String) -> ApiError {
+    ApiError::invalid(
+        "invalid_image",
+        format!("`{field}` is not a readable PNG, JPEG or WebP image: {why}"),
+    )
+}
+
+/// Reads an image's format, size and colour type from its header, without
+/// decoding the pixels (so checking a 1-megapixel upload costs microseconds).
+fn header(field: &str, bytes: &[u8]) -> Result<Header, ApiError> {
+    let decoder = reader(field, bytes)?
+        .into_decoder()
+        .map_err(|e| unreadable(field, e.to_string()))?;
+    let (width, height) = image::ImageDecoder::dimensions(&decoder);
+    let has_alpha = image::ImageDecoder::color_type(&decoder).has_alpha();
+    Ok(Header {
+        width,
+        height,
+        has_alpha,
+    })
+}
+
+/// Decodes an upload (masks, and images whose alpha is the mask) to check
+/// its pixels; `max_side` bounds the allocation.
+fn decode(field: &str, bytes: &[u8], max_side: u32) -> Result<image::DynamicImage, ApiError> {
+    let mut reader = reader(field, bytes)?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(max_side);
+    limits.max_image_height = Some(max_side);
+    reader.limits(limits);
+    reader
+        .decode()
+        .map_err(|e| unreadable(field, e.to_string()))
+}
+
+/// True when some pixel is marked for editing: mask pixels at 50 % grey or
+/// more (after PIL's grey conversion), or alpha below 50 %.
+fn any_marked(image: &image::DynamicImage, from_alpha: bool) -> bool {
+    if from_alpha {
+        return image.to_rgba8().pixels().any(|p| p.0[3] < 128);
+    }
+    image.to_rgb8().pixels().any(|p| {
+        let [r, g, b] = p.0;
+        (r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16 >= 128
+    })
+}
+
+/// Side and megapixel limits (configuration) for an image or canvas.
+fn check_canvas(what: &str, width: u32, height: u32, config: &ApiArgs) -> Result<(), ApiError> {
+    let max_side = config.max_image_side;
+    if width > max_side || height > max_side {
+        return Err(ApiError::invalid(
+            "image_too_large",
+            format!("{what} is {width}x{height}; each side must be at most {max_side} pixels"),
+        ));
+    }
+    let megapixels = width as f64 * height as f64 / 1e6;
+    if megapixels > config.max_megapixels {
+        return Err(ApiError::invalid(
+            "image_too_large",
+            format!(
+                "{what} is {width}x{height} ({megapixels:.1} MP); at most {} MP is accepted",
+                config.max_megapixels
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub fn validate(
@@ -266,24 +353,69 @@ pub fn validate(
     let num_outputs = form
         .number("num_outputs", 1, MAX_OUTPUTS, "an integer")?
         .unwrap_or(1);
-    let extend = |name: &str| -> Result<u32, ApiError> {
-        let v = form
-            .number(name, 0, MAX_EXTEND, "a number of pixels")?
-            .unwrap_or(0);
-        if v > 0 && task != Task::Outpaint {
+    let outpaint_only = |name: &str, given: bool| -> Result<(), ApiError> {
+        if given && task != Task::Outpaint {
             return Err(ApiError::invalid(
                 "invalid_field",
                 format!("`{name}` applies only to `outpaint`; drop it or set `task=outpaint`"),
             ));
         }
+        Ok(())
+    };
+    let extend = |name: &str| -> Result<u32, ApiError> {
+        let v = form
+            .number(name, 0, MAX_EXTEND, "a number of pixels")?
+            .unwrap_or(0);
+        outpaint_only(name, v > 0)?;
         Ok(v)
     };
-    let (left, right, top, bottom) = (
-        extend("extend_left")?,
-        extend("extend_right")?,
-        extend("extend_top")?,
-        extend("extend_bottom")?,
-    );
+    let given = Sides {
+        left: extend("extend_left")?,
+        right: extend("extend_right")?,
+        top: extend("extend_top")?,
+        bottom: extend("extend_bottom")?,
+    };
+    let max_side = config.max_image_side;
+    let target_width = form.number("target_width", 1, max_side, "a number of pixels")?;
+    let target_height = form.number("target_height", 1, max_side, "a number of pixels")?;
+    let aspect = form
+        .value("aspect_ratio")
+        .map(geometry::parse_aspect)
+        .transpose()
+        .map_err(|m| ApiError::invalid("invalid_field", m))?;
+    let anchor: Option<Anchor> = form
+        .value("anchor")
+        .map(str::parse)
+        .transpose()
+        .map_err(|m: String| ApiError::invalid("invalid_field", m))?;
+    for (name, is_given) in [
+        ("target_width", target_width.is_some()),
+        ("target_height", target_height.is_some()),
+        ("aspect_ratio", aspect.is_some()),
+        ("anchor", anchor.is_some()),
+        ("overlap", form.value("overlap").is_some()),
+    ] {
+        outpaint_only(name, is_given)?;
+    }
+    let overlap = form
+        .number("overlap", 0, MAX_OVERLAP, "a number of pixels")?
+        .unwrap_or(defaults::OVERLAP);
+    let mask_grow = form
+        .number(
+            "mask_grow",
+            -MAX_MASK_GROW,
+            MAX_MASK_GROW,
+            "a number of pixels",
+        )?
+        .unwrap_or(0);
+    let mask_feather = form
+        .number("mask_feather", 0, MAX_MASK_FEATHER, "a number of pixels")?
+        .unwrap_or(defaults::MASK_FEATHER);
+    let crop_padding = form
+        .number("crop_padding", 0, MAX_CROP_PADDING, "a number of pixels")?
+        .unwrap_or(defaults::CROP_PADDING);
+    let mask_resize = form.flag("mask_resize")?;
+    let color_match = form.flag("color_match")?;
 
     let Some(image) = form.image.clone() else {
         return Err(ApiError::invalid(
@@ -291,69 +423,106 @@ pub fn validate(
             "`image` is required: attach a PNG, JPEG or WebP file",
         ));
     };
-    let (iw, ih) = image_size("image", &image)?;
+    let head = header("image", &image)?;
+    let (iw, ih) = (head.width, head.height);
+    check_canvas("`image`", iw, ih, config)?;
+
+    // The outpainting extension: explicit sides, or a target size / aspect
+    // ratio with an anchor, resolved here so the job records the sides used.
+    let sized = target_width.is_some() || target_height.is_some() || aspect.is_some();
+    let ext = if sized {
+        if given != Sides::default() {
+            return Err(ApiError::invalid(
+                "invalid_field",
+                "give either `extend_*` or `target_width`/`target_height`/`aspect_ratio`, not both",
+            ));
+        }
+        if aspect.is_some() && (target_width.is_some() || target_height.is_some()) {
+            return Err(ApiError::invalid(
+                "invalid_field",
+                "give either `aspect_ratio` or `target_width`/`target_height`, not both",
+            ));
+        }
+        let target = match aspect {
+            Some(ratio) => geometry::canvas_for_aspect((iw, ih), ratio),
+            None => (target_width.unwrap_or(iw), target_height.unwrap_or(ih)),
+        };
+        geometry::extension_to((iw, ih), target, anchor.unwrap_or_default())
+            .map_err(|m| ApiError::invalid("invalid_field", m))?
+    } else {
+        if anchor.is_some() {
+            return Err(ApiError::invalid(
+                "invalid_field",
+                "`anchor` places the image on a `target_width`/`target_height` or `aspect_ratio` canvas; give one of those",
+            ));
+        }
+        given
+    };
+    if task == Task::Outpaint && ext == Sides::default() {
+        return Err(ApiError::invalid(
+            "missing_field",
+            "`outpaint` needs a larger canvas: `extend_left`, `extend_right`, `extend_top` or `extend_bottom` above 0, \
+             or `target_width`/`target_height`/`aspect_ratio` beyond the image",
+        ));
+    }
+    let (width, height) = (iw + ext.left + ext.right, ih + ext.top + ext.bottom);
+    if task == Task::Outpaint {
+        check_canvas("the extended canvas", width, height, config)?;
+    }
+
+    // The mask: a file, or the image's alpha. Its pixels are checked here so
+    // an empty mask is a 422 now rather than a failed job later.
     let mask = form.mask.clone();
     match (&mask, task) {
         (Some(mask), _) => {
-            let (mw, mh) = image_size("mask", mask)?;
-            if (mw, mh) != (iw, ih) {
+            let mh = header("mask", mask)?;
+            if (mh.width, mh.height) != (iw, ih) && !mask_resize {
                 return Err(ApiError::invalid(
                     "size_mismatch",
                     format!(
-                        "`mask` is {mw}x{mh} but `image` is {iw}x{ih}; they must be the same size"
+                        "`mask` is {}x{} but `image` is {iw}x{ih}; send a mask of the same size, or set `mask_resize=true` to resize it",
+                        mh.width, mh.height
                     ),
+                ));
+            }
+            check_canvas("`mask`", mh.width, mh.height, config)?;
+            let pixels = decode("mask", mask, max_side)?;
+            if task != Task::Outpaint && !any_marked(&pixels, false) {
+                return Err(ApiError::invalid(
+                    "empty_mask",
+                    "`mask` is empty: no pixel is 50% white or more; paint the region to edit white",
                 ));
             }
         }
         (None, Task::Inpaint | Task::Erase) => {
-            return Err(ApiError::invalid(
-                "missing_field",
-                format!("`mask` is required for `{task}`: white marks the region to edit"),
-            ));
+            if !head.has_alpha {
+                return Err(ApiError::invalid(
+                    "missing_field",
+                    format!(
+                        "`mask` is required for `{task}`: white marks the region to edit (or send a PNG whose transparent pixels mark it)"
+                    ),
+                ));
+            }
+            if !any_marked(&decode("image", &image, max_side)?, true) {
+                return Err(ApiError::invalid(
+                    "empty_mask",
+                    "no `mask` was sent and the image has no transparent pixels to edit; send a mask, or make the region to edit transparent",
+                ));
+            }
         }
-        (None, Task::Outpaint) => {}
+        (None, Task::Outpaint) => {
+            if mask_resize {
+                return Err(ApiError::invalid(
+                    "invalid_field",
+                    "`mask_resize` needs a `mask`",
+                ));
+            }
+        }
     }
-    if task == Task::Outpaint && left + right + top + bottom == 0 {
-        return Err(ApiError::invalid(
-            "missing_field",
-            "`outpaint` needs at least one of `extend_left`, `extend_right`, `extend_top`, `extend_bottom` above 0",
-        ));
-    }
-    let (width, height) = (iw + left + right, ih + top + bottom);
-    let max_side = config.max_image_side;
-    if width > max_side || height > max_side {
-        return Err(ApiError::invalid(
-            "image_too_large",
-            format!("the canvas is {width}x{height}; each side must be at most {max_side} pixels"),
-        ));
-    }
-    let megapixels = width as f64 * height as f64 / 1e6;
-    if megapixels > config.max_megapixels {
-        return Err(ApiError::invalid(
-            "image_too_large",
-            format!(
-                "the canvas is {width}x{height} ({megapixels:.1} MP); at most {} MP is accepted",
-                config.max_megapixels
-            ),
-        ));
-    }
-    let f = info.vae_scale_factor;
-    if width % f != 0 || height % f != 0 {
-        let what = if task == Task::Outpaint {
-            "the extended canvas"
-        } else {
-            "`image`"
-        };
-        return Err(ApiError::invalid(
-            "invalid_size",
-            format!(
-                "{what} is {width}x{height}, but model `{}` needs sides that are multiples of {f}; use e.g. {}x{}",
-                info.name,
-                suggest(width, f),
-                suggest(height, f)
-            ),
-        ));
-    }
+    let negative_prompt = negative_prompt.or_else(|| {
+        (task == Task::Erase && !info.erase_negative_prompt.is_empty())
+            .then(|| info.erase_negative_prompt.clone())
+    });
     Ok(ValidEdit {
         task,
         model: info.name.clone(),
@@ -365,10 +534,16 @@ pub fn validate(
             scheduler,
             seed,
             num_outputs,
-            extend_left: left,
-            extend_right: right,
-            extend_top: top,
-            extend_bottom: bottom,
+            extend_left: ext.left,
+            extend_right: ext.right,
+            extend_top: ext.top,
+            extend_bottom: ext.bottom,
+            overlap,
+            mask_grow,
+            mask_feather,
+            mask_resize,
+            crop_padding,
+            color_match,
         },
         image,
         mask,

@@ -5,13 +5,19 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::Backend;
-use byteedit_models::image_io::{GrayImage, Rgb, RgbImage, read_image, to_luma, to_rgb, write_png};
+use byteedit_jobs::Task;
+use byteedit_jobs::geometry::{self, Anchor, Sides};
+use byteedit_jobs::job::defaults;
+use byteedit_models::image_io::{
+    GrayImage, Rgb, RgbImage, alpha_mask, read_image, to_luma, to_rgb, write_png,
+};
 use byteedit_models::pipeline::check_guidance;
 use byteedit_models::schedulers::{Scheduler, SchedulerConfig};
+use byteedit_models::tasks::{EditPlan, Extension, Region, TaskOptions};
 use byteedit_models::{
     EditRequest, InitialLatents, InpaintModel, ModelError, SchedulerKind, TimestepSpacing,
 };
-use clap::Args;
+use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::device::DeviceChoice;
@@ -21,16 +27,66 @@ pub struct EditArgs {
     /// diffusers model folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
     #[arg(long, env = "BYTEEDIT_MODEL")]
     model: PathBuf,
-    /// Input image (PNG, JPEG or WebP); width and height must be multiples of 8.
+    /// inpaint (fill the mask with the prompt), erase (remove what the mask
+    /// covers) or outpaint (extend the image).
+    #[arg(long, default_value = "inpaint")]
+    task: Task,
+    /// Input image (PNG, JPEG or WebP), any size.
     #[arg(long)]
     image: PathBuf,
-    /// Mask of the same size: white (>= 50% grey) is repainted, black is kept.
+    /// Mask of the same size: white (>= 50% grey) is repainted, black is
+    /// kept. Default: the image's transparent pixels. Optional for outpaint.
     #[arg(long)]
-    mask: PathBuf,
+    mask: Option<PathBuf>,
+    /// Resize a mask of another size to the image instead of refusing it.
+    #[arg(long)]
+    mask_resize: bool,
+    /// Grow (> 0) or shrink (< 0) the mask by this many pixels.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    mask_grow: i32,
+    /// Blend band: the edit fades out within twice this many pixels outside the mask.
+    #[arg(long, default_value_t = defaults::MASK_FEATHER)]
+    mask_feather: u32,
+    /// Outpaint: pixels to add on the left.
+    #[arg(long, default_value_t = 0)]
+    extend_left: u32,
+    #[arg(long, default_value_t = 0)]
+    extend_right: u32,
+    #[arg(long, default_value_t = 0)]
+    extend_top: u32,
+    #[arg(long, default_value_t = 0)]
+    extend_bottom: u32,
+    /// Outpaint, instead of --extend-*: the canvas width.
+    #[arg(long)]
+    target_width: Option<u32>,
+    /// Outpaint: the canvas height.
+    #[arg(long)]
+    target_height: Option<u32>,
+    /// Outpaint, instead of a target size: W:H, e.g. 16:9.
+    #[arg(long)]
+    aspect_ratio: Option<String>,
+    /// Outpaint with a target size or ratio: where the image sits (center, top-left, top, ...).
+    #[arg(long, default_value = "center")]
+    anchor: Anchor,
+    /// Outpaint: how far the mask reaches into the image along extended sides.
+    #[arg(long, default_value_t = defaults::OVERLAP)]
+    overlap: u32,
+    /// Context kept around the mask when cropping.
+    #[arg(long, default_value_t = defaults::CROP_PADDING)]
+    crop_padding: u32,
+    /// masked: edit the crop around the mask at the model's size; full: the whole image.
+    #[arg(long, value_enum, default_value = "masked")]
+    region: RegionArg,
+    /// Keep the model's whole output instead of pasting the edit into the input.
+    #[arg(long)]
+    no_paste_back: bool,
+    /// Match the generated region's colours to its surroundings.
+    #[arg(long)]
+    color_match: bool,
     /// What to paint into the masked region; empty for prompt-free filling.
     #[arg(long, default_value = "")]
     prompt: String,
-    /// What to steer away from (used when --guidance > 1).
+    /// What to steer away from (used when --guidance > 1); erase has a default.
     #[arg(long)]
     negative_prompt: Option<String>,
     /// Denoising steps.
@@ -51,15 +107,21 @@ pub struct EditArgs {
     /// safetensors file with one f32 tensor `latents` of shape [1,4,H/8,W/8] used as the initial noise.
     #[arg(long)]
     latents: Option<PathBuf>,
-    /// Where to write the edited image (PNG, same size as the input).
+    /// Where to write the edited image (PNG, the input's size, or the canvas's when outpainting).
     #[arg(long)]
     out: PathBuf,
-    /// Also write a side-by-side picture: input | mask over the input | result.
+    /// Also write a side-by-side picture: input | mask over the input | result (canvas size).
     #[arg(long)]
     compare: Option<PathBuf>,
     /// cpu, or cuda / cuda:N in builds with the `cuda` feature.
     #[arg(long, default_value = "cpu", env = "BYTEEDIT_DEVICE")]
     device: DeviceChoice,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RegionArg {
+    Masked,
+    Full,
 }
 
 pub fn run(args: EditArgs) -> Result<(), ModelError> {
@@ -80,17 +142,31 @@ pub fn run(args: EditArgs) -> Result<(), ModelError> {
 
 fn run_on<B: Backend>(args: &EditArgs, device: &B::Device) -> Result<(), ModelError> {
     // Check the cheap inputs before spending seconds on loading the model.
-    let image = to_rgb(&read_image(&args.image)?);
-    let mask = to_luma(&read_image(&args.mask)?);
-    if image.dimensions() != mask.dimensions() {
+    let decoded = read_image(&args.image)?;
+    let mask = match &args.mask {
+        Some(path) => Some(to_luma(&read_image(path)?)),
+        None => alpha_mask(&decoded),
+    };
+    let image = to_rgb(&decoded);
+    if let (Some(path), Some(m)) = (&args.mask, &mask)
+        && m.dimensions() != image.dimensions()
+        && !args.mask_resize
+    {
         return Err(ModelError::InvalidInput(format!(
-            "mask `{}` is {}x{} but image `{}` is {}x{}; they must be the same size",
-            args.mask.display(),
-            mask.width(),
-            mask.height(),
+            "mask `{}` is {}x{} but image `{}` is {}x{}; they must be the same size (or pass --mask-resize)",
+            path.display(),
+            m.width(),
+            m.height(),
             args.image.display(),
             image.width(),
             image.height()
+        )));
+    }
+    let options = task_options(args, image.dimensions())?;
+    if mask.is_none() && args.task != Task::Outpaint {
+        return Err(ModelError::InvalidInput(format!(
+            "`--task {}` needs `--mask` (white marks the region), or an image with transparent pixels",
+            args.task
         )));
     }
     check_out_path(&args.out)?;
@@ -114,14 +190,18 @@ fn run_on<B: Backend>(args: &EditArgs, device: &B::Device) -> Result<(), ModelEr
 
     let load_started = Instant::now();
     let model = InpaintModel::<B>::load(&args.model, device)?;
-    model.check_size(image.width(), image.height())?;
     let load_time = load_started.elapsed();
+    let plan = EditPlan::new(&image, mask.as_ref(), &options, model.working_size())?;
 
+    let negative_prompt = args
+        .negative_prompt
+        .clone()
+        .or_else(|| (args.task == Task::Erase).then(|| defaults::ERASE_NEGATIVE_PROMPT.to_owned()));
     let request = EditRequest {
-        image,
-        mask,
+        image: plan.image.clone(),
+        mask: plan.model_mask.clone(),
         prompt: args.prompt.clone(),
-        negative_prompt: args.negative_prompt.clone(),
+        negative_prompt,
         steps: args.steps,
         guidance_scale: args.guidance,
         scheduler: args.scheduler,
@@ -144,18 +224,22 @@ fn run_on<B: Backend>(args: &EditArgs, device: &B::Device) -> Result<(), ModelEr
         ControlFlow::Continue(())
     })?;
     bar.finish_and_clear();
-    let edited = output.to_rgb8();
+    let edited = plan.finish(&output.to_rgb8());
     write_png(&edited, &args.out)?;
     if let Some(compare) = &args.compare {
-        write_png(
-            &side_by_side(&request.image, &request.mask, &edited),
-            compare,
-        )?;
+        write_png(&side_by_side(&plan.canvas, &plan.mask, &edited), compare)?;
     }
 
     let t = output.timings;
+    let c = plan.crop;
     println!(
-        "edited {}x{} in {:.2}s: {} steps x {:.3}s/step ({}, guidance {}), text {:.3}s, vae encode {:.3}s, decode {:.3}s, model load {:.2}s -> {}",
+        "edited {}x{} (crop {}x{}+{}+{} at {}x{}) in {:.2}s: {} steps x {:.3}s/step ({}, guidance {}), text {:.3}s, vae encode {:.3}s, decode {:.3}s, model load {:.2}s -> {}",
+        edited.width(),
+        edited.height(),
+        c.width,
+        c.height,
+        c.x,
+        c.y,
         output.width,
         output.height,
         t.total.as_secs_f64(),
@@ -170,6 +254,75 @@ fn run_on<B: Backend>(args: &EditArgs, device: &B::Device) -> Result<(), ModelEr
         args.out.display()
     );
     Ok(())
+}
+
+/// The task options from the flags; the outpaint extension is resolved from
+/// `--extend-*` or a target size / aspect ratio.
+fn task_options(args: &EditArgs, (w, h): (u32, u32)) -> Result<TaskOptions, ModelError> {
+    let invalid = ModelError::InvalidInput;
+    let given = Sides {
+        left: args.extend_left,
+        right: args.extend_right,
+        top: args.extend_top,
+        bottom: args.extend_bottom,
+    };
+    let sized =
+        args.target_width.is_some() || args.target_height.is_some() || args.aspect_ratio.is_some();
+    let sides = if sized {
+        if given != Sides::default() {
+            return Err(invalid(
+                "give either --extend-* or --target-width/--target-height/--aspect-ratio, not both"
+                    .into(),
+            ));
+        }
+        let target = match &args.aspect_ratio {
+            Some(ratio) => {
+                geometry::canvas_for_aspect((w, h), geometry::parse_aspect(ratio).map_err(invalid)?)
+            }
+            None => (
+                args.target_width.unwrap_or(w),
+                args.target_height.unwrap_or(h),
+            ),
+        };
+        geometry::extension_to((w, h), target, args.anchor).map_err(invalid)?
+    } else {
+        given
+    };
+    let extension = Extension {
+        left: sides.left,
+        right: sides.right,
+        top: sides.top,
+        bottom: sides.bottom,
+    };
+    match (args.task, extension.is_empty()) {
+        (Task::Outpaint, true) => {
+            return Err(invalid(
+                "`--task outpaint` needs --extend-left/right/top/bottom, --target-width/--target-height or --aspect-ratio"
+                    .into(),
+            ));
+        }
+        (Task::Inpaint | Task::Erase, false) => {
+            return Err(invalid(format!(
+                "extending the image is `--task outpaint`, not `{}`",
+                args.task
+            )));
+        }
+        _ => {}
+    }
+    Ok(TaskOptions {
+        extension,
+        overlap: args.overlap,
+        mask_grow: args.mask_grow,
+        mask_feather: args.mask_feather,
+        crop_padding: args.crop_padding,
+        region: match args.region {
+            RegionArg::Masked => Region::Masked,
+            RegionArg::Full => Region::Full,
+        },
+        color_match: args.color_match,
+        paste_back: !args.no_paste_back,
+        resize_mask: args.mask_resize,
+    })
 }
 
 /// Input, the mask as a red tint over the input, and the result, left to right.

@@ -95,6 +95,10 @@ fn edit_reproduces_the_diffusers_pipeline_from_given_latents() {
         "ddim",
         "--latents",
         latents.to_str().unwrap(),
+        // The whole image, unpasted: exactly what diffusers returns.
+        "--region",
+        "full",
+        "--no-paste-back",
         "--out",
         out_png.to_str().unwrap(),
         "--compare",
@@ -177,15 +181,29 @@ fn bad_inputs_get_errors_that_say_what_to_fix() {
         "{err}"
     );
 
-    let odd = dir.path().join("odd.png");
-    let odd_mask = dir.path().join("odd_mask.png");
-    image::RgbImage::new(60, 44).save(&odd).unwrap();
-    image::GrayImage::new(60, 44).save(&odd_mask).unwrap();
-    let err = failing(&[], &odd, &odd_mask);
-    assert!(
-        err.contains("multiples of 8") && err.contains("56x40"),
-        "{err}"
+    let empty_mask = dir.path().join("empty_mask.png");
+    image::GrayImage::new(64, 64).save(&empty_mask).unwrap();
+    let err = failing(&[], &image, &empty_mask);
+    assert!(err.contains("mask is empty"), "{err}");
+
+    let err = failing(&["--mask-grow", "-40"], &image, &mask);
+    assert!(err.contains("empty after shrinking it by 40"), "{err}");
+
+    let err = failing(&["--task", "outpaint"], &image, &mask);
+    assert!(err.contains("--extend-left"), "{err}");
+
+    let err = failing(&["--extend-left", "8"], &image, &mask);
+    assert!(err.contains("`--task outpaint`"), "{err}");
+
+    let err = failing(
+        &["--task", "outpaint", "--target-width", "32"],
+        &image,
+        &mask,
     );
+    assert!(err.contains("smaller than the image"), "{err}");
+
+    let err = failing(&["--task", "paint"], &image, &mask);
+    assert!(err.contains("inpaint, erase, outpaint"), "{err}");
 
     let err = failing(&["--scheduler", "heun"], &image, &mask);
     assert!(err.contains("ddim, euler, dpmpp-2m"), "{err}");
@@ -207,7 +225,12 @@ fn bad_inputs_get_errors_that_say_what_to_fix() {
     )
     .unwrap();
     let err = failing(
-        &["--latents", wrong_latents.to_str().unwrap()],
+        &[
+            "--latents",
+            wrong_latents.to_str().unwrap(),
+            "--region",
+            "full",
+        ],
         &image,
         &mask,
     );
@@ -218,6 +241,106 @@ fn bad_inputs_get_errors_that_say_what_to_fix() {
 
     let err = failing(&["--device", "tpu"], &image, &mask);
     assert!(err.contains("cpu, cuda"), "{err}");
+}
+
+/// Erasing with the mask in the image's alpha, and outpainting an odd-sized
+/// image: outputs have the right size, and pixels beyond the feather band
+/// are the input's, bit for bit.
+#[test]
+fn tasks_on_odd_sizes_keep_the_input_outside_the_mask() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture();
+    let (w, h) = (60u32, 44u32);
+    let scene = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) * 2) as u8])
+    });
+    // Transparent square at (20..30, 10..20) marks what to erase.
+    let rgba = image::RgbaImage::from_fn(w, h, |x, y| {
+        let [r, g, b] = scene.get_pixel(x, y).0;
+        let hole = (20..30).contains(&x) && (10..20).contains(&y);
+        image::Rgba([r, g, b, if hole { 0 } else { 255 }])
+    });
+    let input = dir.path().join("input.png");
+    rgba.save(&input).unwrap();
+    let run = |extra: &[&str], out: &Path| {
+        let mut args = vec![
+            "edit",
+            "--model",
+            f.to_str().unwrap(),
+            "--image",
+            input.to_str().unwrap(),
+            "--steps",
+            "2",
+            "--mask-feather",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let result = byteedit(&args);
+        assert!(result.status.success(), "{}", stderr(&result));
+        String::from_utf8_lossy(&result.stdout).into_owned()
+    };
+
+    let erased = dir.path().join("erased.png");
+    let summary = run(&["--task", "erase", "--color-match"], &erased);
+    assert!(summary.contains("edited 60x44 (crop"), "{summary}");
+    let out = to_rgb(&read_image(&erased).unwrap());
+    assert_eq!(out.dimensions(), (w, h));
+    let mut changed = 0;
+    for (x, y, p) in out.enumerate_pixels() {
+        // Feather 2 reaches at most 4 pixels beyond the hole.
+        let near = (16..34).contains(&x) && (6..24).contains(&y);
+        if !near {
+            assert_eq!(
+                p,
+                scene.get_pixel(x, y),
+                "({x},{y}) changed outside the mask"
+            );
+        } else if p != scene.get_pixel(x, y) {
+            changed += 1;
+        }
+    }
+    assert!(
+        changed > 50,
+        "the hole was repainted ({changed} pixels changed)"
+    );
+
+    let extended = dir.path().join("extended.png");
+    let compare = dir.path().join("compare.png");
+    run(
+        &[
+            "--task",
+            "outpaint",
+            "--aspect-ratio",
+            "2:1",
+            "--anchor",
+            "left",
+            "--overlap",
+            "2",
+            "--compare",
+            compare.to_str().unwrap(),
+        ],
+        &extended,
+    );
+    let out = to_rgb(&read_image(&extended).unwrap());
+    assert_eq!(
+        out.dimensions(),
+        (88, 44),
+        "2:1 canvas with the image on the left"
+    );
+    // The transparent hole is repainted too; far from it and from the new
+    // area (overlap 2 + feather band 4), the input is untouched.
+    for y in 0..h {
+        for x in 0..(w - 6) {
+            let near_hole = (16..34).contains(&x) && (6..24).contains(&y);
+            if !near_hole {
+                assert_eq!(out.get_pixel(x, y), scene.get_pixel(x, y), "({x},{y})");
+            }
+        }
+    }
+    let compare = to_rgb(&read_image(&compare).unwrap());
+    assert_eq!(compare.dimensions(), (3 * 88, 44));
 }
 
 #[test]

@@ -122,6 +122,45 @@ pub struct EditParams {
     pub extend_top: u32,
     #[serde(default)]
     pub extend_bottom: u32,
+    /// Outpainting: how far the mask reaches into the original along each
+    /// extended side, so the seam is repainted.
+    #[serde(default = "defaults::overlap")]
+    pub overlap: u32,
+    /// Pixels to grow (> 0) or shrink (< 0) the mask by.
+    #[serde(default)]
+    pub mask_grow: i32,
+    /// Blend band width: the edit fades out within 2x this many pixels outside the mask.
+    #[serde(default = "defaults::mask_feather")]
+    pub mask_feather: u32,
+    /// A mask of another size was resized to the image.
+    #[serde(default)]
+    pub mask_resize: bool,
+    /// Context kept around the mask when cropping.
+    #[serde(default = "defaults::crop_padding")]
+    pub crop_padding: u32,
+    /// The generated region's colours were matched to its surroundings.
+    #[serde(default)]
+    pub color_match: bool,
+}
+
+/// Defaults of the task options, shared by the API, the worker and the CLI.
+pub mod defaults {
+    pub const OVERLAP: u32 = 8;
+    pub const MASK_FEATHER: u32 = 8;
+    pub const CROP_PADDING: u32 = 32;
+    /// What erasing steers away from unless the worker is configured otherwise.
+    pub const ERASE_NEGATIVE_PROMPT: &str =
+        "object, person, animal, text, watermark, logo, frame, border, artifacts, blurry";
+
+    pub fn overlap() -> u32 {
+        OVERLAP
+    }
+    pub fn mask_feather() -> u32 {
+        MASK_FEATHER
+    }
+    pub fn crop_padding() -> u32 {
+        CROP_PADDING
+    }
 }
 
 impl EditParams {
@@ -171,6 +210,8 @@ pub struct JobRecord {
     pub attempts: u32,
     pub error: Option<JobError>,
     pub timings: Option<JobTimings>,
+    /// Set when the job succeeded.
+    pub geometry: Option<crate::geometry::Geometry>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -201,6 +242,11 @@ pub struct ModelInfo {
     pub default_guidance_scale: f64,
     pub default_scheduler: String,
     pub schedulers: Vec<String>,
+    /// The square side, in pixels, the model was trained at: the crop
+    /// around the mask is resized to about this area.
+    pub native_size: u32,
+    /// The negative prompt `erase` jobs use unless they give one.
+    pub erase_negative_prompt: String,
 }
 
 /// Storage keys of a job's images.

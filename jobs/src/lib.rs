@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod geometry;
 pub mod job;
 pub mod queue;
 pub mod storage;
@@ -16,6 +17,7 @@ pub mod storage;
 pub use config::{Backends, ConnectArgs};
 pub use error::{JobsError, Result};
 pub use events::{EventMessage, JobEvent};
+pub use geometry::Geometry;
 pub use job::{
     EditParams, JobError, JobRecord, JobStatus, JobTimings, ModelInfo, OutputRecord, Task,
 };

@@ -60,6 +60,19 @@ pub fn to_luma(image: &image::DynamicImage) -> GrayImage {
     })
 }
 
+/// Without a mask file, transparent pixels mark the region to edit (as in
+/// other editing APIs): the mask is the inverted alpha. `None` for images
+/// without an alpha channel.
+pub fn alpha_mask(image: &image::DynamicImage) -> Option<GrayImage> {
+    if !image.color().has_alpha() {
+        return None;
+    }
+    let rgba = image.to_rgba8();
+    Some(GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        image::Luma([255 - rgba.get_pixel(x, y).0[3]])
+    }))
+}
+
 /// `[1, 3, H, W]` in [-1, 1].
 pub fn image_to_tensor<B: Backend>(image: &RgbImage, device: &B::Device) -> Tensor<B, 4> {
     let (w, h) = (image.width() as usize, image.height() as usize);

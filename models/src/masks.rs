@@ -2,7 +2,7 @@
 //! box, and pasting an edit back so that pixels outside the feathered mask
 //! stay exactly the input's.
 
-use image::{GrayImage, Luma, RgbImage};
+use image::{GrayImage, RgbImage};
 
 /// A pixel counts as masked at 50 % grey or more (the pipeline's threshold).
 pub fn is_masked(value: u8) -> bool {
@@ -12,13 +12,10 @@ pub fn is_masked(value: u8) -> bool {
 /// Grows (`px > 0`) or shrinks (`px < 0`) the binarised mask by `|px|` pixels
 /// (a square neighbourhood, so the result follows the mask's shape).
 pub fn grow(mask: &GrayImage, px: i32) -> GrayImage {
-    let binary = GrayImage::from_fn(mask.width(), mask.height(), |x, y| {
-        Luma([if is_masked(mask.get_pixel(x, y).0[0]) {
-            255
-        } else {
-            0
-        }])
-    });
+    let mut binary = mask.clone();
+    for p in binary.pixels_mut() {
+        p.0[0] = if is_masked(p.0[0]) { 255 } else { 0 };
+    }
     match px {
         0 => binary,
         p if p > 0 => dilate(&binary, p as u32),
@@ -27,27 +24,41 @@ pub fn grow(mask: &GrayImage, px: i32) -> GrayImage {
 }
 
 fn invert(mask: &GrayImage) -> GrayImage {
-    GrayImage::from_fn(mask.width(), mask.height(), |x, y| {
-        Luma([255 - mask.get_pixel(x, y).0[0]])
-    })
+    let mut out = mask.clone();
+    for p in out.pixels_mut() {
+        p.0[0] = 255 - p.0[0];
+    }
+    out
 }
 
-/// Square dilation as two running maxima (rows, then columns).
+/// Square dilation of a 0/255 mask: a running count of masked pixels in a
+/// sliding window along rows, then columns, so the cost does not depend on `r`.
 fn dilate(mask: &GrayImage, r: u32) -> GrayImage {
-    let (w, h) = mask.dimensions();
-    let pass = |src: &GrayImage, horizontal: bool| {
-        GrayImage::from_fn(w, h, |x, y| {
-            let (c, len) = if horizontal { (x, w) } else { (y, h) };
-            let lo = c.saturating_sub(r);
-            let hi = (c + r).min(len - 1);
-            let hit = (lo..=hi).any(|i| {
-                let (sx, sy) = if horizontal { (i, y) } else { (x, i) };
-                src.get_pixel(sx, sy).0[0] == 255
-            });
-            Luma([if hit { 255 } else { 0 }])
-        })
+    let (w, h) = (mask.width() as usize, mask.height() as usize);
+    let r = r as usize;
+    // One pass: out[i] is set when any of src[i-r ..= i+r] (along a line) is.
+    let pass = |src: &[u8], len: usize, lines: usize, at: &dyn Fn(usize, usize) -> usize| {
+        let mut out = vec![0u8; src.len()];
+        for line in 0..lines {
+            let mut count = 0usize;
+            for i in 0..r.min(len) {
+                count += (src[at(line, i)] == 255) as usize;
+            }
+            for i in 0..len {
+                if i + r < len {
+                    count += (src[at(line, i + r)] == 255) as usize;
+                }
+                if i > r {
+                    count -= (src[at(line, i - r - 1)] == 255) as usize;
+                }
+                out[at(line, i)] = if count > 0 { 255 } else { 0 };
+            }
+        }
+        out
     };
-    pass(&pass(mask, true), false)
+    let rows = pass(mask.as_raw(), w, h, &|y, x| y * w + x);
+    let both = pass(&rows, h, w, &|x, y| y * w + x);
+    GrayImage::from_raw(w as u32, h as u32, both).unwrap_or_else(|| mask.clone())
 }
 
 /// Blend weights in [0, 1], row-major: 1 on the mask, falling to exactly 0
@@ -142,7 +153,7 @@ pub fn paste_back(input: &RgbImage, edited: &RgbImage, crop: CropBox, alpha: &[f
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::Rgb;
+    use image::{Luma, Rgb};
     use proptest::prelude::*;
 
     /// A random image size and a mask of a few random rectangles.

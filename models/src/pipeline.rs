@@ -136,6 +136,16 @@ impl<B: Backend> InpaintModel<B> {
         self.vae_config.scale_factor()
     }
 
+    /// The size crops are resized to: the UNet's `sample_size` latents (64
+    /// for SD-1.5, so 512 px) at the VAE factor; 64 latents when unset.
+    pub fn working_size(&self) -> crate::tasks::WorkingSize {
+        let sf = self.vae_scale_factor() as u32;
+        crate::tasks::WorkingSize {
+            native: self.unet_config.sample_size.unwrap_or(64) as u32 * sf,
+            multiple: sf,
+        }
+    }
+
     /// The text encoder's last hidden state for each prompt: `[n, 77, dim]`.
     pub fn encode_prompts(&self, prompts: &[&str]) -> Tensor<B, 3> {
         let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.tokenizer.encode(p)).collect();

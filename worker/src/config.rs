@@ -63,6 +63,10 @@ pub struct WorkerArgs {
     /// Seconds between heartbeats (worker liveness, job lease, cancel check).
     #[arg(long, env = "BYTEEDIT_HEARTBEAT_SECS", default_value_t = 5)]
     pub heartbeat_secs: u64,
+    /// Negative prompt for `erase` jobs that give none (steers the fill away
+    /// from new objects).
+    #[arg(long, env = "BYTEEDIT_ERASE_NEGATIVE_PROMPT", default_value = byteedit_jobs::job::defaults::ERASE_NEGATIVE_PROMPT)]
+    pub erase_negative_prompt: String,
 }
 
 impl WorkerArgs {
@@ -76,6 +80,7 @@ impl WorkerArgs {
             default_guidance_scale: 7.5,
             default_scheduler: byteedit_models::SchedulerKind::DpmSolverPlusPlus2M,
             heartbeat_secs: 5,
+            erase_negative_prompt: byteedit_jobs::job::defaults::ERASE_NEGATIVE_PROMPT.into(),
         }
     }
 

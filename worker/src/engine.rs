@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use burn::prelude::Backend;
 use byteedit_jobs::ModelInfo;
 use byteedit_models::schedulers::SchedulerKind;
+use byteedit_models::tasks::EditPlan;
 use byteedit_models::{EditRequest, InpaintModel, ModelError};
 use image::RgbImage;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
@@ -23,7 +24,10 @@ use crate::error::WorkerError;
 /// One job for the engine: `num_outputs` edits with seeds `seed`, `seed+1`, ...
 pub struct EngineJob {
     pub model: String,
+    /// The model's input (the plan's working image and mask).
     pub request: EditRequest,
+    /// Takes each output back onto the canvas.
+    pub plan: EditPlan,
     pub num_outputs: u32,
     /// Receives the number of steps done so far, over all outputs.
     pub progress: tokio_mpsc::UnboundedSender<u32>,
@@ -120,6 +124,8 @@ fn model_info<B: Backend>(name: &str, model: &InpaintModel<B>, args: &WorkerArgs
         default_guidance_scale: args.default_guidance_scale,
         default_scheduler: args.default_scheduler.to_string(),
         schedulers: SchedulerKind::NAMES.iter().map(|s| s.to_string()).collect(),
+        native_size: model.working_size().native,
+        erase_negative_prompt: args.erase_negative_prompt.clone(),
     }
 }
 
@@ -165,7 +171,7 @@ fn run<B: Backend>(model: &InpaintModel<B>, job: &EngineJob) -> Result<EngineOut
         model_time += started.elapsed();
         denoise += output.timings.denoise;
         steps += output.timings.steps;
-        images.push(output.to_rgb8());
+        images.push(job.plan.finish(&output.to_rgb8()));
     }
     Ok(EngineOutput {
         images,

@@ -1,53 +1,55 @@
-//! From a stored job to the engine's request: decode the uploads and build
-//! the canvas and mask the task needs.
+//! From a stored job to the engine's input: decode the uploads, take the
+//! mask from the file or the image's alpha, and plan the task's edit.
 
-use byteedit_jobs::{JobRecord, Task};
-use byteedit_models::image_io::{decode_image, to_luma, to_rgb};
-use byteedit_models::tasks::{Extension, outpaint_canvas};
+use byteedit_jobs::geometry::{Geometry, Rect};
+use byteedit_jobs::{EditParams, JobRecord, ModelInfo, Task};
+use byteedit_models::image_io::{alpha_mask, decode_image, to_luma, to_rgb};
+use byteedit_models::tasks::{EditPlan, Extension, Region, TaskOptions, WorkingSize};
 use byteedit_models::{EditRequest, ModelError, SchedulerKind};
-use image::GrayImage;
 
-pub fn edit_request(
+/// A job ready for the engine.
+pub struct PreparedEdit {
+    pub plan: EditPlan,
+    pub request: EditRequest,
+    pub geometry: Geometry,
+}
+
+pub fn prepare(
     job: &JobRecord,
+    model: &ModelInfo,
     image: &[u8],
     mask: Option<&[u8]>,
-) -> Result<EditRequest, ModelError> {
+) -> Result<PreparedEdit, ModelError> {
     let p = &job.params;
-    let image = to_rgb(&decode_image(image, "image")?);
-    let mask = mask
-        .map(|m| decode_image(m, "mask").map(|m| to_luma(&m)))
-        .transpose()?;
-    if let Some(m) = &mask
-        && m.dimensions() != image.dimensions()
-    {
+    let decoded = decode_image(image, "image")?;
+    let mask = match mask {
+        Some(m) => Some(to_luma(&decode_image(m, "mask")?)),
+        None => alpha_mask(&decoded),
+    };
+    if mask.is_none() && job.task != Task::Outpaint {
         return Err(ModelError::InvalidInput(format!(
-            "mask is {}x{} but the image is {}x{}",
-            m.width(),
-            m.height(),
-            image.width(),
-            image.height()
+            "`{}` needs a mask: a mask file, or transparent pixels in the image",
+            job.task
         )));
     }
-    let (image, mask) = match job.task {
-        Task::Outpaint => {
-            let ext = Extension {
-                left: p.extend_left,
-                right: p.extend_right,
-                top: p.extend_top,
-                bottom: p.extend_bottom,
-            };
-            outpaint_canvas(&image, mask.as_ref(), ext)
-        }
-        Task::Inpaint | Task::Erase => {
-            let mask = mask
-                .ok_or_else(|| ModelError::InvalidInput(format!("`{}` needs a mask", job.task)))?;
-            (image, mask)
-        }
+    let image = to_rgb(&decoded);
+    let size = WorkingSize {
+        native: model.native_size,
+        multiple: model.vae_scale_factor,
     };
-    check_canvas(job, &mask)?;
-    Ok(EditRequest {
-        image,
-        mask,
+    let plan = EditPlan::new(&image, mask.as_ref(), &task_options(p), size)?;
+    let (cw, ch) = plan.canvas.dimensions();
+    // The API sized the job from the header; the decoded image must agree.
+    if (cw, ch) != (job.width, job.height) {
+        return Err(ModelError::InvalidInput(format!(
+            "decoded canvas is {cw}x{ch}, but the job was accepted as {}x{}",
+            job.width, job.height
+        )));
+    }
+    let geometry = geometry(&plan, image.dimensions());
+    let request = EditRequest {
+        image: plan.image.clone(),
+        mask: plan.model_mask.clone(),
         prompt: p.prompt.clone(),
         negative_prompt: p.negative_prompt.clone(),
         steps: p.steps as usize,
@@ -59,19 +61,55 @@ pub fn edit_request(
         timestep_spacing: None,
         seed: p.seed,
         latents: None,
+    };
+    Ok(PreparedEdit {
+        plan,
+        request,
+        geometry,
     })
 }
 
-/// The API checked the size from the header; the decoded image must agree.
-fn check_canvas(job: &JobRecord, mask: &GrayImage) -> Result<(), ModelError> {
-    if mask.dimensions() != (job.width, job.height) {
-        return Err(ModelError::InvalidInput(format!(
-            "decoded canvas is {}x{}, but the job was accepted as {}x{}",
-            mask.width(),
-            mask.height(),
-            job.width,
-            job.height
-        )));
+/// The engine's task options for a job's effective parameters.
+pub fn task_options(p: &EditParams) -> TaskOptions {
+    TaskOptions {
+        extension: Extension {
+            left: p.extend_left,
+            right: p.extend_right,
+            top: p.extend_top,
+            bottom: p.extend_bottom,
+        },
+        overlap: p.overlap,
+        mask_grow: p.mask_grow,
+        mask_feather: p.mask_feather,
+        crop_padding: p.crop_padding,
+        region: Region::Masked,
+        color_match: p.color_match,
+        paste_back: true,
+        resize_mask: p.mask_resize,
     }
-    Ok(())
+}
+
+fn geometry(plan: &EditPlan, (iw, ih): (u32, u32)) -> Geometry {
+    let (cw, ch) = plan.canvas.dimensions();
+    let (ww, wh) = plan.working_size();
+    let c = plan.crop;
+    Geometry {
+        canvas_width: cw,
+        canvas_height: ch,
+        image: Rect {
+            x: plan.offset.0,
+            y: plan.offset.1,
+            width: iw,
+            height: ih,
+        },
+        crop: Rect {
+            x: c.x,
+            y: c.y,
+            width: c.width,
+            height: c.height,
+        },
+        working_width: ww,
+        working_height: wh,
+        masked_pixels: plan.masked_pixels(),
+    }
 }

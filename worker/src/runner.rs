@@ -10,8 +10,8 @@ use burn::prelude::Backend;
 use byteedit_jobs::db::jobs::NewOutput;
 use byteedit_jobs::job::keys;
 use byteedit_jobs::{
-    Backends, Delivery, EventMessage, JobError, JobEvent, JobRecord, JobStatus, JobTimings,
-    QueueConsumer, db, events,
+    Backends, Delivery, EventMessage, Geometry, JobError, JobEvent, JobRecord, JobStatus,
+    JobTimings, QueueConsumer, db, events,
 };
 use byteedit_models::ModelError;
 use bytes::Bytes;
@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::config::WorkerArgs;
 use crate::engine::{Engine, EngineJob, EngineOutput};
 use crate::error::WorkerError;
-use crate::inputs::edit_request;
+use crate::inputs::prepare;
 
 /// How long one queue read blocks; also the longest a stop request waits.
 const POLL: Duration = Duration::from_secs(1);
@@ -175,9 +175,9 @@ impl Worker {
         };
         let db = &self.backends.db;
         match outcome {
-            Ok((output, stored)) => {
+            Ok((output, stored, geometry)) => {
                 let timings = timings_of(&output);
-                if db::jobs::succeed(db, job.id, self.id, &stored, &timings).await? {
+                if db::jobs::succeed(db, job.id, self.id, &stored, &timings, &geometry).await? {
                     tracing::info!(job = %job.id, ms = timings.run_ms, "job succeeded");
                     self.publish(&job, JobEvent::Succeeded { timings }).await;
                 }
@@ -223,7 +223,7 @@ impl Worker {
         &self,
         job: &JobRecord,
         cancel: Arc<AtomicBool>,
-    ) -> Result<(EngineOutput, Vec<NewOutput>), Failure> {
+    ) -> Result<(EngineOutput, Vec<NewOutput>, Geometry), Failure> {
         let storage = &self.backends.storage;
         let image = storage
             .get(&job.image_key)
@@ -234,8 +234,20 @@ impl Worker {
             None => None,
         };
         let record = job.clone();
-        let request =
-            tokio::task::spawn_blocking(move || edit_request(&record, &image, mask.as_deref()))
+        let model = self
+            .engine
+            .models
+            .iter()
+            .find(|m| m.name == job.model)
+            .cloned()
+            .ok_or_else(|| {
+                Failure::model(ModelError::InvalidInput(format!(
+                    "this worker does not serve model `{}`",
+                    job.model
+                )))
+            })?;
+        let prepared =
+            tokio::task::spawn_blocking(move || prepare(&record, &model, &image, mask.as_deref()))
                 .await
                 .map_err(|_| Failure::Worker(WorkerError::EngineGone))?
                 .map_err(Failure::model)?;
@@ -251,7 +263,8 @@ impl Worker {
             .engine
             .run(EngineJob {
                 model: job.model.clone(),
-                request,
+                request: prepared.request,
+                plan: prepared.plan,
                 num_outputs: job.params.num_outputs,
                 progress,
                 cancel,
@@ -291,7 +304,7 @@ impl Worker {
                 seed: job.params.seed + index as u64,
             });
         }
-        Ok((output, stored))
+        Ok((output, stored, prepared.geometry))
     }
 
     fn set_current(&self, current: Option<(Uuid, Arc<AtomicBool>)>) {

@@ -21,17 +21,23 @@ use crate::validation::{RawEditForm, validate};
 #[allow(dead_code)]
 #[derive(ToSchema)]
 pub struct EditForm {
-    /// PNG, JPEG or WebP; the format is read from the bytes.
+    /// PNG, JPEG or WebP of any size within the limits; the format is read
+    /// from the bytes. Without `mask`, its transparent pixels (alpha below
+    /// 50 %) mark the region to edit.
     #[schema(value_type = String, format = Binary)]
     image: Vec<u8>,
-    /// Same size as `image`; white = the region to edit. Required for
-    /// `inpaint` and `erase`; for `outpaint` it marks extra area to repaint.
+    /// Grey or binary image, same size as `image` (or any size with
+    /// `mask_resize=true`); pixels at 50 % grey or more are edited. Required
+    /// for `inpaint` and `erase` unless the image has transparency; for
+    /// `outpaint` it marks extra area to repaint.
     #[schema(value_type = Option<String>, format = Binary)]
     mask: Option<Vec<u8>>,
-    /// `inpaint`, `erase` or `outpaint`.
+    /// `inpaint` (fill the mask with the prompt), `erase` (remove what the
+    /// mask covers; no prompt needed) or `outpaint` (extend the canvas).
     task: String,
     /// Required for `inpaint`; optional otherwise.
     prompt: Option<String>,
+    /// Default for `erase`: the model's `erase_negative_prompt`.
     negative_prompt: Option<String>,
     /// A name from `GET /v1/models`; default: the only (or configured) model.
     model: Option<String>,
@@ -50,6 +56,31 @@ pub struct EditForm {
     extend_right: Option<u32>,
     extend_top: Option<u32>,
     extend_bottom: Option<u32>,
+    /// Outpainting, instead of `extend_*`: the canvas width (at least the image's).
+    target_width: Option<u32>,
+    /// Outpainting: the canvas height (at least the image's).
+    target_height: Option<u32>,
+    /// Outpainting, instead of a target size: `W:H` (e.g. `16:9`); the
+    /// smallest canvas with this ratio that holds the image.
+    aspect_ratio: Option<String>,
+    /// Outpainting with a target size or ratio: where the image sits:
+    /// `center` (default), `top-left`, `top`, `top-right`, `left`, `right`,
+    /// `bottom-left`, `bottom`, `bottom-right`.
+    anchor: Option<String>,
+    /// Outpainting: how far the mask reaches into the image along each
+    /// extended side (0 to 256, default 8), so the seam is repainted.
+    overlap: Option<u32>,
+    /// Grow (> 0) or shrink (< 0) the mask by this many pixels (-256 to 256, default 0).
+    mask_grow: Option<i32>,
+    /// Blend band (0 to 128, default 8): the edit fades out within twice
+    /// this many pixels outside the mask; beyond it the output is the input.
+    mask_feather: Option<u32>,
+    /// `true`: resize a mask of another size to the image instead of refusing it.
+    mask_resize: Option<bool>,
+    /// Context around the mask given to the model, in pixels (0 to 2048, default 32).
+    crop_padding: Option<u32>,
+    /// `true`: match the generated region's colours to its surroundings.
+    color_match: Option<bool>,
 }
 
 /// Submits an edit. Answers at once with the queued job; follow it with
@@ -88,7 +119,11 @@ pub async fn create_edit(
             format!("no model `{name}`; the models are: {}", known.join(", ")),
         )
     })?;
-    let edit = validate(form, &state.config, model)?;
+    // Masks are decoded to check their pixels: off the async threads.
+    let (config, model) = (state.config.clone(), model.clone());
+    let edit = tokio::task::spawn_blocking(move || validate(form, &config, &model))
+        .await
+        .map_err(|e| ApiError::Internal(format!("validation task failed: {e}")))??;
 
     let id = Uuid::now_v7();
     let image_key = keys::input(id);

@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use byteedit_jobs::db::{self, CancelOutcome};
 use byteedit_jobs::{
-    EditParams, JobError, JobRecord, JobStatus, JobTimings, OutputRecord, Task, events,
+    EditParams, Geometry, JobError, JobRecord, JobStatus, JobTimings, OutputRecord, Task, events,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,9 @@ pub struct JobOut {
     pub error: Option<JobError>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timings: Option<JobTimings>,
+    /// Once succeeded: the canvas, the crop around the mask and the size the model worked at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub geometry: Option<Geometry>,
     pub created_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
@@ -100,6 +103,7 @@ impl JobOut {
                 .collect(),
             error: job.error,
             timings: job.timings,
+            geometry: job.geometry,
             created_at: job.created_at,
             started_at: job.started_at,
             finished_at: job.finished_at,

@@ -5,6 +5,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::{JobsError, Result};
+use crate::geometry::Geometry;
 use crate::job::{EditParams, JobError, JobRecord, JobStatus, JobTimings, OutputRecord, Task};
 
 /// A validated job, ready to be recorded.
@@ -39,6 +40,7 @@ struct JobRow {
     error_code: Option<String>,
     error_message: Option<String>,
     timings: Option<serde_json::Value>,
+    geometry: Option<serde_json::Value>,
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
@@ -70,6 +72,7 @@ impl TryFrom<JobRow> for JobRecord {
                 _ => None,
             },
             timings: r.timings.map(serde_json::from_value).transpose()?,
+            geometry: r.geometry.map(serde_json::from_value).transpose()?,
             created_at: r.created_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
@@ -82,7 +85,7 @@ macro_rules! job_columns {
     () => {
         "id, status, task, model, params, image_key, mask_key, width, height, \
          progress_step, progress_total, cancel_requested, worker_id, attempts, error_code, \
-         error_message, timings, created_at, started_at, finished_at"
+         error_message, timings, geometry, created_at, started_at, finished_at"
     };
 }
 
@@ -249,11 +252,12 @@ pub async fn succeed(
     worker: Uuid,
     outputs: &[NewOutput],
     timings: &JobTimings,
+    geometry: &Geometry,
 ) -> Result<bool> {
     let (done,): (i64,) = sqlx::query_as(
         "WITH done AS ( \
            UPDATE jobs SET status = 'succeeded', finished_at = now(), \
-             progress_step = progress_total, timings = $3 \
+             progress_step = progress_total, timings = $3, geometry = $10 \
            WHERE id = $1 AND worker_id = $2 AND status = 'running' RETURNING id \
          ), stored AS ( \
            INSERT INTO job_outputs (id, job_id, index, storage_key, width, height, seed) \
@@ -272,6 +276,7 @@ pub async fn succeed(
     .bind(outputs.iter().map(|o| o.width as i32).collect::<Vec<_>>())
     .bind(outputs.iter().map(|o| o.height as i32).collect::<Vec<_>>())
     .bind(outputs.iter().map(|o| o.seed as i64).collect::<Vec<_>>())
+    .bind(serde_json::to_value(geometry)?)
     .fetch_one(db)
     .await?;
     Ok(done == 1)

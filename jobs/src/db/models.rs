@@ -22,11 +22,12 @@ pub async fn register_worker(
     for m in models {
         sqlx::query(
             "INSERT INTO models (name, vae_scale_factor, default_steps, max_steps, \
-             default_guidance_scale, default_scheduler, schedulers) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             default_guidance_scale, default_scheduler, schedulers, native_size, \
+             erase_negative_prompt) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (name) DO UPDATE SET vae_scale_factor = $2, default_steps = $3, \
              max_steps = $4, default_guidance_scale = $5, default_scheduler = $6, \
-             schedulers = $7, updated_at = now()",
+             schedulers = $7, native_size = $8, erase_negative_prompt = $9, updated_at = now()",
         )
         .bind(&m.name)
         .bind(m.vae_scale_factor as i32)
@@ -35,6 +36,8 @@ pub async fn register_worker(
         .bind(m.default_guidance_scale)
         .bind(&m.default_scheduler)
         .bind(&m.schedulers)
+        .bind(m.native_size as i32)
+        .bind(&m.erase_negative_prompt)
         .execute(&mut *tx)
         .await?;
     }
@@ -82,6 +85,8 @@ struct ModelRow {
     default_guidance_scale: f64,
     default_scheduler: String,
     schedulers: Vec<String>,
+    native_size: i32,
+    erase_negative_prompt: String,
     updated_at: DateTime<Utc>,
     workers: i64,
 }
@@ -97,6 +102,8 @@ impl From<ModelRow> for ModelStatus {
                 default_guidance_scale: r.default_guidance_scale,
                 default_scheduler: r.default_scheduler,
                 schedulers: r.schedulers,
+                native_size: r.native_size as u32,
+                erase_negative_prompt: r.erase_negative_prompt,
             },
             workers: r.workers as u32,
             updated_at: r.updated_at,
@@ -108,7 +115,8 @@ macro_rules! model_query {
     ($where:literal) => {
         concat!(
             "SELECT m.name, m.vae_scale_factor, m.default_steps, m.max_steps, \
-             m.default_guidance_scale, m.default_scheduler, m.schedulers, m.updated_at, \
+             m.default_guidance_scale, m.default_scheduler, m.schedulers, m.native_size, \
+             m.erase_negative_prompt, m.updated_at, \
              (SELECT count(*) FROM workers w WHERE m.name = ANY(w.models) \
               AND w.stopped_at IS NULL \
               AND w.last_seen_at > now() - make_interval(secs => $1)) AS workers \

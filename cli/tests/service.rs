@@ -5,8 +5,11 @@ mod support;
 
 use std::collections::HashSet;
 
+use byteedit_jobs::EditParams;
 use byteedit_models::image_io::{decode_image, to_luma, to_rgb};
+use byteedit_models::tasks::EditPlan;
 use byteedit_models::{EditRequest, InpaintModel, SchedulerKind};
+use byteedit_worker::inputs::task_options;
 use serde_json::Value;
 use support::{MODEL, Service, error_code, fixture_bytes, tiny_model};
 
@@ -130,9 +133,19 @@ async fn service_output_equals_a_direct_engine_run_with_the_reported_parameters(
     let model =
         InpaintModel::<byteedit_models::CpuBackend>::load(&tiny_model(), &Default::default())
             .unwrap();
+    let params: EditParams = serde_json::from_value(p.clone()).unwrap();
+    let plan = EditPlan::new(
+        &to_rgb(&decode_image(&fixture_bytes("expected_image.png"), "image").unwrap()),
+        Some(&to_luma(
+            &decode_image(&fixture_bytes("expected_mask.png"), "mask").unwrap(),
+        )),
+        &task_options(&params),
+        model.working_size(),
+    )
+    .unwrap();
     let request = EditRequest {
-        image: to_rgb(&decode_image(&fixture_bytes("expected_image.png"), "image").unwrap()),
-        mask: to_luma(&decode_image(&fixture_bytes("expected_mask.png"), "mask").unwrap()),
+        image: plan.image.clone(),
+        mask: plan.model_mask.clone(),
         prompt: p["prompt"].as_str().unwrap().into(),
         negative_prompt: p["negative_prompt"].as_str().map(Into::into),
         steps: p["steps"].as_u64().unwrap() as usize,
@@ -146,11 +159,18 @@ async fn service_output_equals_a_direct_engine_run_with_the_reported_parameters(
         seed: p["seed"].as_u64().unwrap(),
         latents: None,
     };
-    let direct = model
-        .edit(&request, &mut |_| std::ops::ControlFlow::Continue(()))
-        .unwrap()
-        .to_rgb8();
+    let direct = plan.finish(
+        &model
+            .edit(&request, &mut |_| std::ops::ControlFlow::Continue(()))
+            .unwrap()
+            .to_rgb8(),
+    );
     assert_eq!(served.as_raw(), direct.as_raw());
+    // The reported geometry is the plan's.
+    let g = &done["geometry"];
+    assert_eq!(g["crop"]["x"], plan.crop.x);
+    assert_eq!(g["crop"]["width"], plan.crop.width);
+    assert_eq!(g["working_width"], plan.working_size().0);
     service.finish().await;
 }
 
@@ -246,11 +266,104 @@ async fn bad_requests_get_a_4xx_that_names_what_to_fix() {
             "extend_left",
         ),
         (
-            vec![("task", "outpaint"), ("extend_left", "5")],
+            vec![
+                ("task", "outpaint"),
+                ("extend_left", "8"),
+                ("target_width", "100"),
+            ],
             false,
             422,
-            "invalid_size",
-            "multiples of 8",
+            "invalid_field",
+            "not both",
+        ),
+        (
+            vec![("task", "outpaint"), ("target_width", "32")],
+            false,
+            422,
+            "invalid_field",
+            "smaller than the image (64x64)",
+        ),
+        (
+            vec![("task", "outpaint"), ("aspect_ratio", "wide")],
+            false,
+            422,
+            "invalid_field",
+            "W:H",
+        ),
+        (
+            vec![
+                ("task", "outpaint"),
+                ("extend_left", "8"),
+                ("anchor", "left"),
+            ],
+            false,
+            422,
+            "invalid_field",
+            "`anchor` places the image",
+        ),
+        (
+            vec![
+                ("task", "outpaint"),
+                ("aspect_ratio", "1:1"),
+                ("anchor", "middle"),
+            ],
+            false,
+            422,
+            "invalid_field",
+            "top-left",
+        ),
+        (
+            vec![("task", "outpaint"), ("target_width", "5000")],
+            false,
+            422,
+            "invalid_field",
+            "`target_width` must be a number of pixels from 1 to 4096",
+        ),
+        (
+            vec![
+                ("task", "outpaint"),
+                ("extend_right", "2048"),
+                ("extend_left", "2048"),
+            ],
+            false,
+            422,
+            "image_too_large",
+            "the extended canvas is 4160x64",
+        ),
+        (
+            [&inpaint[..], &[("overlap", "4")]].concat(),
+            true,
+            422,
+            "invalid_field",
+            "only to `outpaint`",
+        ),
+        (
+            [&inpaint[..], &[("mask_grow", "-300")]].concat(),
+            true,
+            422,
+            "invalid_field",
+            "`mask_grow` must be a number of pixels from -256 to 256",
+        ),
+        (
+            [&inpaint[..], &[("mask_feather", "1000")]].concat(),
+            true,
+            422,
+            "invalid_field",
+            "`mask_feather`",
+        ),
+        (
+            [&inpaint[..], &[("mask_resize", "maybe")]].concat(),
+            true,
+            422,
+            "invalid_field",
+            "`mask_resize` must be true or false",
+        ),
+        (
+            [&inpaint[..], &[("color_match", "yes please")]].concat(),
+            true,
+            422,
+            "invalid_field",
+            "`color_match` must be true or false",
         ),
     ];
     for (fields, with_mask, status, code, needle) in cases {
@@ -264,14 +377,16 @@ async fn bad_requests_get_a_4xx_that_names_what_to_fix() {
         );
     }
 
-    // Files: not an image, a mask of another size, an image of a bad size.
-    let png = |w, h| {
+    // Files: not an image, a mask of another size, an empty mask, a
+    // truncated mask, no mask and no transparency, an opaque alpha.
+    let encode = |image: image::DynamicImage| {
         let mut bytes = std::io::Cursor::new(Vec::new());
-        image::RgbImage::new(w, h)
-            .write_to(&mut bytes, image::ImageFormat::Png)
-            .unwrap();
+        image.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
         bytes.into_inner()
     };
+    let png = |w, h| encode(image::RgbImage::new(w, h).into());
+    let white = encode(image::GrayImage::from_pixel(64, 64, image::Luma([255])).into());
+    let truncated = white[..white.len() / 2].to_vec();
     let form = |image: Vec<u8>, mask: Vec<u8>| {
         reqwest::multipart::Form::new()
             .text("task", "erase")
@@ -285,8 +400,14 @@ async fn bad_requests_get_a_4xx_that_names_what_to_fix() {
             "invalid_image",
             "`image`",
         ),
-        (png(64, 64), png(32, 64), "size_mismatch", "32x64"),
-        (png(60, 64), png(60, 64), "invalid_size", "64x64"),
+        (
+            png(64, 64),
+            png(32, 64),
+            "size_mismatch",
+            "`mask_resize=true`",
+        ),
+        (png(60, 44), png(60, 44), "empty_mask", "`mask` is empty"),
+        (png(64, 64), truncated, "invalid_image", "`mask`"),
     ] {
         let (status, body) = service.post_form(form(image, mask)).await;
         assert_eq!(status, 422, "{body}");
@@ -296,6 +417,22 @@ async fn bad_requests_get_a_4xx_that_names_what_to_fix() {
             "{body}"
         );
     }
+    let opaque = encode(image::RgbaImage::from_pixel(64, 64, image::Rgba([9, 9, 9, 255])).into());
+    for (image, code, needle) in [
+        (png(64, 64), "missing_field", "transparent pixels"),
+        (opaque, "empty_mask", "no transparent pixels"),
+    ] {
+        let form = reqwest::multipart::Form::new()
+            .text("task", "erase")
+            .part("image", reqwest::multipart::Part::bytes(image));
+        let (status, body) = service.post_form(form).await;
+        assert_eq!((status, error_code(&body).as_str()), (422, code), "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(needle),
+            "{body}"
+        );
+    }
+
     // Not multipart at all.
     let response = service
         .http

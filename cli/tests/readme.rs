@@ -100,6 +100,8 @@ fn readme_walkthrough_runs_against_byteedit_serve() {
     assert!(stdout.contains("event: succeeded"), "{stdout}");
     let edited = image::open(out.path().join("edited.png")).unwrap();
     assert_eq!((edited.width(), edited.height()), (64, 64));
+    let wide = image::open(out.path().join("wide.png")).unwrap();
+    assert_eq!((wide.width(), wide.height()), (114, 64), "16:9 outpaint");
 
     // SIGTERM: a graceful stop with a success status.
     Command::new("kill")

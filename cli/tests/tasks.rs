@@ -379,3 +379,29 @@ async fn a_mask_of_another_size_is_resized_only_when_asked() {
     );
     service.finish().await;
 }
+
+/// An image whose header is valid but whose pixels are cut off passes the
+/// API's header check; its job fails with `invalid_input` and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_image_body_fails_its_job_with_a_clear_error() {
+    let service = Service::start(1).await;
+    let image = png(scene(64, 64).into());
+    let cut = image[..image.len() / 2].to_vec();
+    let form = reqwest::multipart::Form::new()
+        .text("task", "erase")
+        .text("steps", "1")
+        .part("image", reqwest::multipart::Part::bytes(cut))
+        .part(
+            "mask",
+            reqwest::multipart::Part::bytes(png(middle_mask(64, 64).into())),
+        );
+    let (status, job) = service.post_form(form).await;
+    assert_eq!(status, 202, "{job}");
+    let done = service
+        .wait_for(job["id"].as_str().unwrap(), |j| j["status"] == "failed")
+        .await;
+    assert_eq!(done["error"]["code"], "invalid_input", "{done}");
+    let message = done["error"]["message"].as_str().unwrap();
+    assert!(message.contains("image"), "{message}");
+    service.finish().await;
+}

@@ -7,7 +7,7 @@ use std::io::Cursor;
 use axum::extract::Multipart;
 use axum::extract::multipart::MultipartError;
 use byteedit_jobs::db::ModelStatus;
-use byteedit_jobs::geometry::{self, Anchor, Sides};
+use byteedit_jobs::geometry::{self, Anchor, OutpaintRequest, Sides};
 use byteedit_jobs::job::defaults;
 use byteedit_jobs::{EditParams, Task};
 use bytes::Bytes;
@@ -427,37 +427,16 @@ pub fn validate(
     let (iw, ih) = (head.width, head.height);
     check_canvas("`image`", iw, ih, config)?;
 
-    // The outpainting extension: explicit sides, or a target size / aspect
-    // ratio with an anchor, resolved here so the job records the sides used.
-    let sized = target_width.is_some() || target_height.is_some() || aspect.is_some();
-    let ext = if sized {
-        if given != Sides::default() {
-            return Err(ApiError::invalid(
-                "invalid_field",
-                "give either `extend_*` or `target_width`/`target_height`/`aspect_ratio`, not both",
-            ));
-        }
-        if aspect.is_some() && (target_width.is_some() || target_height.is_some()) {
-            return Err(ApiError::invalid(
-                "invalid_field",
-                "give either `aspect_ratio` or `target_width`/`target_height`, not both",
-            ));
-        }
-        let target = match aspect {
-            Some(ratio) => geometry::canvas_for_aspect((iw, ih), ratio),
-            None => (target_width.unwrap_or(iw), target_height.unwrap_or(ih)),
-        };
-        geometry::extension_to((iw, ih), target, anchor.unwrap_or_default())
-            .map_err(|m| ApiError::invalid("invalid_field", m))?
-    } else {
-        if anchor.is_some() {
-            return Err(ApiError::invalid(
-                "invalid_field",
-                "`anchor` places the image on a `target_width`/`target_height` or `aspect_ratio` canvas; give one of those",
-            ));
-        }
-        given
-    };
+    // Resolved here, so the job records the sides used.
+    let ext = OutpaintRequest {
+        sides: given,
+        target_width,
+        target_height,
+        aspect_ratio: aspect,
+        anchor,
+    }
+    .resolve((iw, ih))
+    .map_err(|m| ApiError::invalid("invalid_field", m))?;
     if task == Task::Outpaint && ext == Sides::default() {
         return Err(ApiError::invalid(
             "missing_field",

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use burn::prelude::Backend;
 use byteedit_jobs::Task;
-use byteedit_jobs::geometry::{self, Anchor, Sides};
+use byteedit_jobs::geometry::{self, Anchor, OutpaintRequest, Sides};
 use byteedit_jobs::job::defaults;
 use byteedit_models::image_io::{
     GrayImage, Rgb, RgbImage, alpha_mask, read_image, to_luma, to_rgb, write_png,
@@ -65,9 +65,9 @@ pub struct EditArgs {
     /// Outpaint, instead of a target size: W:H, e.g. 16:9.
     #[arg(long)]
     aspect_ratio: Option<String>,
-    /// Outpaint with a target size or ratio: where the image sits (center, top-left, top, ...).
-    #[arg(long, default_value = "center")]
-    anchor: Anchor,
+    /// Outpaint with a target size or ratio: where the image sits (center, top-left, top, ...; default center).
+    #[arg(long)]
+    anchor: Option<Anchor>,
     /// Outpaint: how far the mask reaches into the image along extended sides.
     #[arg(long, default_value_t = defaults::OVERLAP)]
     overlap: u32,
@@ -260,34 +260,26 @@ fn run_on<B: Backend>(args: &EditArgs, device: &B::Device) -> Result<(), ModelEr
 /// `--extend-*` or a target size / aspect ratio.
 fn task_options(args: &EditArgs, (w, h): (u32, u32)) -> Result<TaskOptions, ModelError> {
     let invalid = ModelError::InvalidInput;
-    let given = Sides {
-        left: args.extend_left,
-        right: args.extend_right,
-        top: args.extend_top,
-        bottom: args.extend_bottom,
-    };
-    let sized =
-        args.target_width.is_some() || args.target_height.is_some() || args.aspect_ratio.is_some();
-    let sides = if sized {
-        if given != Sides::default() {
-            return Err(invalid(
-                "give either --extend-* or --target-width/--target-height/--aspect-ratio, not both"
-                    .into(),
-            ));
-        }
-        let target = match &args.aspect_ratio {
-            Some(ratio) => {
-                geometry::canvas_for_aspect((w, h), geometry::parse_aspect(ratio).map_err(invalid)?)
-            }
-            None => (
-                args.target_width.unwrap_or(w),
-                args.target_height.unwrap_or(h),
-            ),
-        };
-        geometry::extension_to((w, h), target, args.anchor).map_err(invalid)?
-    } else {
-        given
-    };
+    let aspect_ratio = args
+        .aspect_ratio
+        .as_deref()
+        .map(geometry::parse_aspect)
+        .transpose()
+        .map_err(invalid)?;
+    let sides = OutpaintRequest {
+        sides: Sides {
+            left: args.extend_left,
+            right: args.extend_right,
+            top: args.extend_top,
+            bottom: args.extend_bottom,
+        },
+        target_width: args.target_width,
+        target_height: args.target_height,
+        aspect_ratio,
+        anchor: args.anchor,
+    }
+    .resolve((w, h))
+    .map_err(invalid)?;
     let extension = Extension {
         left: sides.left,
         right: sides.right,

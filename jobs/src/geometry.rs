@@ -94,6 +94,54 @@ pub struct Sides {
     pub bottom: u32,
 }
 
+/// How the caller asked to extend an image: explicit sides, or a target
+/// size or aspect ratio with an anchor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutpaintRequest {
+    pub sides: Sides,
+    pub target_width: Option<u32>,
+    pub target_height: Option<u32>,
+    pub aspect_ratio: Option<(u32, u32)>,
+    pub anchor: Option<Anchor>,
+}
+
+impl OutpaintRequest {
+    /// The sides to add to a `width`x`height` image (all 0 when nothing was asked).
+    pub fn resolve(&self, (width, height): (u32, u32)) -> Result<Sides, String> {
+        let sized = self.target_width.is_some()
+            || self.target_height.is_some()
+            || self.aspect_ratio.is_some();
+        if !sized {
+            if self.anchor.is_some() {
+                return Err(
+                    "`anchor` places the image on a `target_width`/`target_height` or `aspect_ratio` canvas; give one of those"
+                        .into(),
+                );
+            }
+            return Ok(self.sides);
+        }
+        if self.sides != Sides::default() {
+            return Err(
+                "give either `extend_*` or `target_width`/`target_height`/`aspect_ratio`, not both"
+                    .into(),
+            );
+        }
+        let target = match self.aspect_ratio {
+            Some(_) if self.target_width.is_some() || self.target_height.is_some() => {
+                return Err(
+                    "give either `aspect_ratio` or `target_width`/`target_height`, not both".into(),
+                );
+            }
+            Some(ratio) => canvas_for_aspect((width, height), ratio),
+            None => (
+                self.target_width.unwrap_or(width),
+                self.target_height.unwrap_or(height),
+            ),
+        };
+        extension_to((width, height), target, self.anchor.unwrap_or_default())
+    }
+}
+
 /// The extension that turns a `width`x`height` image into a `target`
 /// canvas with the image at `anchor`. The target may not be smaller.
 pub fn extension_to(
@@ -195,6 +243,37 @@ mod tests {
         let s = extension_to((100, 50), (140, 90), Anchor::Bottom).unwrap();
         assert_eq!((s.left, s.right, s.top, s.bottom), (20, 20, 40, 0));
         assert!(extension_to((100, 50), (99, 90), Anchor::Center).is_err());
+    }
+
+    #[test]
+    fn requests_resolve_or_say_what_conflicts() {
+        let image = (100, 50);
+        let sides = Sides {
+            left: 3,
+            ..Default::default()
+        };
+        let given = OutpaintRequest {
+            sides,
+            ..Default::default()
+        };
+        assert_eq!(given.resolve(image), Ok(sides));
+        let both = OutpaintRequest {
+            target_width: Some(120),
+            ..given
+        };
+        assert!(both.resolve(image).unwrap_err().contains("not both"));
+        let ratio = OutpaintRequest {
+            aspect_ratio: Some((1, 1)),
+            anchor: Some(Anchor::Top),
+            ..Default::default()
+        };
+        let s = ratio.resolve(image).unwrap();
+        assert_eq!((s.left, s.right, s.top, s.bottom), (0, 0, 0, 50));
+        let lone_anchor = OutpaintRequest {
+            anchor: Some(Anchor::Left),
+            ..Default::default()
+        };
+        assert!(lone_anchor.resolve(image).unwrap_err().contains("`anchor`"));
     }
 
     #[test]

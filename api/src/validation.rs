@@ -257,15 +257,24 @@ fn decode(field: &str, bytes: &[u8], max_side: u32) -> Result<image::DynamicImag
 }
 
 /// True when some pixel is marked for editing: mask pixels at 50 % grey or
-/// more (after PIL's grey conversion), or alpha below 50 %.
+/// more (after PIL's grey conversion, as the worker reads them), or alpha
+/// below 50 %. The common 8-bit layouts are read in place: converting a
+/// 1-MP mask to RGB first costs 50x its decoding.
 fn any_marked(image: &image::DynamicImage, from_alpha: bool) -> bool {
-    if from_alpha {
-        return image.to_rgba8().pixels().any(|p| p.0[3] < 128);
-    }
-    image.to_rgb8().pixels().any(|p| {
-        let [r, g, b] = p.0;
+    use image::DynamicImage as D;
+    let luma = |[r, g, b]: [u8; 3]| {
         (r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16 >= 128
-    })
+    };
+    match (image, from_alpha) {
+        (D::ImageLumaA8(i), true) => i.pixels().any(|p| p.0[1] < 128),
+        (D::ImageRgba8(i), true) => i.pixels().any(|p| p.0[3] < 128),
+        (other, true) => other.to_rgba8().pixels().any(|p| p.0[3] < 128),
+        (D::ImageLuma8(i), false) => i.pixels().any(|p| p.0[0] >= 128),
+        (D::ImageLumaA8(i), false) => i.pixels().any(|p| p.0[0] >= 128),
+        (D::ImageRgb8(i), false) => i.pixels().any(|p| luma(p.0)),
+        (D::ImageRgba8(i), false) => i.pixels().any(|p| luma([p.0[0], p.0[1], p.0[2]])),
+        (other, false) => other.to_rgb8().pixels().any(|p| luma(p.0)),
+    }
 }
 
 /// Side and megapixel limits (configuration) for an image or canvas.

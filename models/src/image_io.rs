@@ -52,6 +52,11 @@ pub fn to_rgb(image: &image::DynamicImage) -> RgbImage {
 /// Greyscale with PIL's `convert("L")` weights (ITU-R 601-2, rounded), so a
 /// coloured mask binarises exactly as it would in diffusers.
 pub fn to_luma(image: &image::DynamicImage) -> GrayImage {
+    // Grey stays grey under these weights; skipping the RGB round trip saves
+    // most of the time on large masks.
+    if let image::DynamicImage::ImageLuma8(grey) = image {
+        return grey.clone();
+    }
     let rgb = image.to_rgb8();
     GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
         let [r, g, b] = rgb.get_pixel(x, y).0;
@@ -160,6 +165,19 @@ mod tests {
         let img =
             image::DynamicImage::ImageRgb8(RgbImage::from_raw(1, 1, vec![255, 0, 0]).unwrap());
         assert_eq!(to_luma(&img).get_pixel(0, 0).0[0], 76);
+    }
+
+    #[test]
+    fn grey_masks_read_as_their_rgb_conversion_would() {
+        let grey = GrayImage::from_fn(256, 1, |x, _| image::Luma([x as u8]));
+        let via_rgb = to_luma(&image::DynamicImage::ImageRgb8(
+            image::DynamicImage::ImageLuma8(grey.clone()).to_rgb8(),
+        ));
+        assert_eq!(
+            to_luma(&image::DynamicImage::ImageLuma8(grey.clone())),
+            via_rgb
+        );
+        assert_eq!(via_rgb, grey);
     }
 
     #[test]

@@ -46,7 +46,10 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<image::DynamicImage> {
 
 /// RGB, alpha dropped, as PIL's `convert("RGB")`.
 pub fn to_rgb(image: &image::DynamicImage) -> RgbImage {
-    image.to_rgb8()
+    match image {
+        image::DynamicImage::ImageRgb8(rgb) => rgb.clone(),
+        other => other.to_rgb8(),
+    }
 }
 
 /// Greyscale with PIL's `convert("L")` weights (ITU-R 601-2, rounded), so a

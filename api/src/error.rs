@@ -19,6 +19,12 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// No or an unknown credential (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The credential is known but may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// The request conflicts with the job's state (409).
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
@@ -48,6 +54,8 @@ impl ApiError {
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -62,6 +70,8 @@ impl ApiError {
             Self::Invalid { code, .. } | Self::Conflict { code, .. } => code,
             Self::BadRequest(_) => "bad_request",
             Self::NotFound(_) => "not_found",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
             Self::TooLarge { .. } => "payload_too_large",
             Self::Unavailable(_) => "unavailable",
             Self::Backend(e) if e.is_unavailable() => "unavailable",

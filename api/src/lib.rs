@@ -5,6 +5,7 @@
 //! raw multipart form into a checked job; [`error::ApiError`] is the only way
 //! an error reaches a client.
 
+pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod error;

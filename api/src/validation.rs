@@ -58,7 +58,7 @@ pub const MAX_MASK_FEATHER: u32 = 128;
 pub const MAX_CROP_PADDING: u32 = 2048;
 
 /// The form as sent: files as bytes, everything else as text.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RawEditForm {
     pub image: Option<Bytes>,
     pub mask: Option<Bytes>,
@@ -67,7 +67,11 @@ pub struct RawEditForm {
 
 impl RawEditForm {
     /// Reads every part, refusing unknown and repeated fields.
-    pub async fn read(mut multipart: Multipart, limit_mb: usize) -> Result<Self, ApiError> {
+    pub async fn read(
+        mut multipart: Multipart,
+        limit_mb: usize,
+        extra: &[&str],
+    ) -> Result<Self, ApiError> {
         let mut form = Self::default();
         let mut seen: Vec<String> = Vec::new();
         let read_error = |e: MultipartError| {
@@ -79,12 +83,12 @@ impl RawEditForm {
         };
         while let Some(field) = multipart.next_field().await.map_err(read_error)? {
             let name = field.name().unwrap_or_default().to_owned();
-            if !FIELDS.contains(&name.as_str()) {
+            if !FIELDS.contains(&name.as_str()) && !extra.contains(&name.as_str()) {
                 return Err(ApiError::invalid(
                     "unknown_field",
                     format!(
                         "unknown form field `{name}`; the fields are {}",
-                        FIELDS.join(", ")
+                        [FIELDS, extra].concat().join(", ")
                     ),
                 ));
             }
@@ -110,7 +114,13 @@ impl RawEditForm {
         Ok(form)
     }
 
-    fn text(&self, name: &str) -> Option<&str> {
+    /// Sets a text field (replacing it), e.g. to give two jobs one seed.
+    pub fn set_text(&mut self, name: &str, value: String) {
+        self.text.retain(|(n, _)| n != name);
+        self.text.push((name.to_owned(), value));
+    }
+
+    pub fn text(&self, name: &str) -> Option<&str> {
         self.text
             .iter()
             .find(|(n, _)| n == name)
@@ -118,11 +128,11 @@ impl RawEditForm {
     }
 
     /// A trimmed text field; empty counts as absent.
-    fn value(&self, name: &str) -> Option<&str> {
+    pub fn value(&self, name: &str) -> Option<&str> {
         self.text(name).map(str::trim).filter(|v| !v.is_empty())
     }
 
-    fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
+    pub fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
         &self,
         name: &str,
         min: T,

@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod feedback;
 pub mod geometry;
 pub mod job;
 pub mod queue;

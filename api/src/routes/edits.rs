@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use byteedit_jobs::db::{self, NewJob};
 use byteedit_jobs::job::keys;
-use byteedit_jobs::{JobError, JobStatus};
+use byteedit_jobs::{JobError, JobRecord, JobStatus};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -83,32 +83,15 @@ pub struct EditForm {
     color_match: Option<bool>,
 }
 
-/// Submits an edit. Answers at once with the queued job; follow it with
-/// `GET /v1/jobs/{id}` or its `/events` stream.
-#[utoipa::path(post, path = "/v1/edits", tag = "edits",
-    request_body(content = EditForm, content_type = "multipart/form-data"),
-    responses(
-        (status = 202, description = "Queued", body = super::jobs::JobOut,
-            headers(("Location" = String, description = "URL of the job"))),
-        (status = 400, description = "The form cannot be read", body = ErrorResponse),
-        (status = 413, description = "The upload is too large", body = ErrorResponse),
-        (status = 422, description = "A field is missing or wrong; the message says which", body = ErrorResponse),
-        (status = 503, description = "Postgres, Redis or storage is unavailable", body = ErrorResponse),
-    ))]
-pub async fn create_edit(
-    State(state): State<AppState>,
-    multipart: Result<Multipart, MultipartRejection>,
-) -> Result<Response, ApiError> {
-    let multipart = multipart.map_err(|e| {
-        ApiError::BadRequest(format!(
-            "send the edit as multipart/form-data: {}",
-            e.body_text()
-        ))
-    })?;
-    let form = RawEditForm::read(multipart, state.config.max_upload_mb).await?;
+/// Validates a form for model `name`, stores its images, records the job
+/// and queues it (shared with comparisons that run one input on two models).
+pub async fn submit(
+    state: &AppState,
+    form: RawEditForm,
+    name: &str,
+) -> Result<JobRecord, ApiError> {
     let backends = &state.backends;
     let mut models = state.models(false).await?;
-    let name = form.model_name(&state.config, &models)?;
     if !models.iter().any(|m| m.info.name == name) {
         models = state.models(true).await?;
     }
@@ -171,6 +154,35 @@ pub async fn create_edit(
         .inc();
     tracing::info!(job = %id, model = %job.model, task = %job.task, "job queued");
     debug_assert_eq!(job.status, JobStatus::Queued);
+    Ok(job)
+}
+
+/// Submits an edit. Answers at once with the queued job; follow it with
+/// `GET /v1/jobs/{id}` or its `/events` stream.
+#[utoipa::path(post, path = "/v1/edits", tag = "edits",
+    request_body(content = EditForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 202, description = "Queued", body = super::jobs::JobOut,
+            headers(("Location" = String, description = "URL of the job"))),
+        (status = 400, description = "The form cannot be read", body = ErrorResponse),
+        (status = 413, description = "The upload is too large", body = ErrorResponse),
+        (status = 422, description = "A field is missing or wrong; the message says which", body = ErrorResponse),
+        (status = 503, description = "Postgres, Redis or storage is unavailable", body = ErrorResponse),
+    ))]
+pub async fn create_edit(
+    State(state): State<AppState>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let multipart = multipart.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "send the edit as multipart/form-data: {}",
+            e.body_text()
+        ))
+    })?;
+    let form = RawEditForm::read(multipart, state.config.max_upload_mb, &[]).await?;
+    let name = form.model_name(&state.config, &state.models(false).await?)?;
+    let job = submit(&state, form, &name).await?;
+    let id = job.id;
     let out = job_out(&state, job).await?;
     Ok((
         StatusCode::ACCEPTED,

@@ -358,3 +358,62 @@ pub async fn get_output(
     )
         .into_response())
 }
+
+/// Which upload of a job to return.
+#[derive(Debug, Clone, Copy)]
+pub enum Upload {
+    Input,
+    Mask,
+}
+
+/// The image a job was submitted with (as uploaded).
+#[utoipa::path(get, path = "/v1/jobs/{id}/input", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The uploaded image (PNG, JPEG or WebP)"),
+        (status = 404, description = "No such job", body = ErrorResponse),
+    ))]
+pub async fn get_input(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    get_upload(&state, &id, Upload::Input).await
+}
+
+/// The mask a job was submitted with (as uploaded).
+#[utoipa::path(get, path = "/v1/jobs/{id}/mask", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The uploaded mask"),
+        (status = 404, description = "No such job, or it has no mask file", body = ErrorResponse),
+    ))]
+pub async fn get_mask(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    get_upload(&state, &id, Upload::Mask).await
+}
+
+async fn get_upload(state: &AppState, id: &str, which: Upload) -> Result<Response, ApiError> {
+    let job = find_job(state, id).await?;
+    let key = match which {
+        Upload::Input => job.image_key,
+        Upload::Mask => job.mask_key.ok_or_else(|| {
+            ApiError::NotFound(format!("job `{id}` was submitted without a mask file"))
+        })?,
+    };
+    let bytes = state.backends.storage.get(&key).await?;
+    let kind = match image::guess_format(&bytes) {
+        Ok(image::ImageFormat::Jpeg) => "image/jpeg",
+        Ok(image::ImageFormat::WebP) => "image/webp",
+        _ => "image/png",
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        bytes,
+    )
+        .into_response())
+}

@@ -1,10 +1,17 @@
 //! HTTP routes, one file per resource, assembled into one router.
 
+mod body;
+pub mod comparisons;
 pub mod edits;
 pub mod events;
 pub mod health;
 pub mod jobs;
 pub mod models;
+pub mod preferences;
+pub mod ratings;
+pub mod stats;
+pub mod volunteers;
+pub mod vote_page;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -27,9 +34,23 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
         .route("/jobs/{id}/outputs/{index}", get(jobs::get_output))
         .route("/jobs/{id}/events", get(events::job_events))
-        .route("/models", get(models::list_models));
+        .route("/jobs/{id}/input", get(jobs::get_input))
+        .route("/jobs/{id}/mask", get(jobs::get_mask))
+        .route("/jobs/{id}/ratings", post(ratings::rate))
+        .route("/models", get(models::list_models))
+        .route("/volunteers", post(volunteers::create_volunteer))
+        .route(
+            "/comparisons",
+            post(comparisons::create_comparison).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/comparisons/next", get(comparisons::next_comparison))
+        .route("/comparisons/{id}/votes", post(comparisons::vote))
+        .route("/stats/gsb", get(stats::gsb))
+        .route("/stats/ratings", get(stats::ratings))
+        .route("/preferences/export", get(preferences::export));
     Router::new()
         .nest("/v1", v1)
+        .route("/vote", get(vote_page::vote_page))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

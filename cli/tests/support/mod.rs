@@ -90,11 +90,21 @@ impl Service {
 
     /// Starts one more worker with its own connections, as another machine would.
     pub async fn add_worker(&mut self) -> uuid::Uuid {
+        self.add_worker_for(&[MODEL]).await
+    }
+
+    /// A worker serving the tiny model under each of `names` (two "versions").
+    pub async fn add_worker_for(&mut self, names: &[&str]) -> uuid::Uuid {
         let backends = Backends::connect(&self.connect).await.unwrap();
-        let args = WorkerArgs::for_models(vec![ModelSpec {
-            name: MODEL.into(),
-            dir: tiny_model(),
-        }]);
+        let args = WorkerArgs::for_models(
+            names
+                .iter()
+                .map(|name| ModelSpec {
+                    name: name.to_string(),
+                    dir: tiny_model(),
+                })
+                .collect(),
+        );
         let handle =
             Worker::start::<byteedit_models::CpuBackend>(args, backends, Default::default())
                 .await
@@ -141,15 +151,84 @@ impl Service {
     }
 
     pub async fn post_form(&self, form: reqwest::multipart::Form) -> (u16, Value) {
+        self.post_form_to("/v1/edits", form).await
+    }
+
+    pub async fn post_form_to(&self, path: &str, form: reqwest::multipart::Form) -> (u16, Value) {
         let response = self
             .http
-            .post(self.url("/v1/edits"))
+            .post(self.url(path))
             .multipart(form)
             .send()
             .await
             .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST a JSON body, with a bearer token when given.
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut request = self.http.post(self.url(path)).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GET with a bearer token.
+    pub async fn get_as(&self, path: &str, token: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Registers a volunteer and returns its token.
+    pub async fn volunteer(&self, name: &str, expert: bool) -> String {
+        let (status, body) = self
+            .post_json(
+                "/v1/volunteers",
+                None,
+                serde_json::json!({"name": name, "expert": expert}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Runs the fixture input on two models as a comparison; returns it once
+    /// both jobs have succeeded.
+    pub async fn comparison_run(&self, candidate: &str, baseline: &str, task: &str) -> Value {
+        let form = reqwest::multipart::Form::new()
+            .text("task", task.to_owned())
+            .text("prompt", "a red apple")
+            .text("steps", "1")
+            .text("candidate_model", candidate.to_owned())
+            .text("baseline_model", baseline.to_owned())
+            .part(
+                "image",
+                reqwest::multipart::Part::bytes(fixture_bytes("expected_image.png")),
+            )
+            .part(
+                "mask",
+                reqwest::multipart::Part::bytes(fixture_bytes("expected_mask.png")),
+            );
+        let (status, comparison) = self.post_form_to("/v1/comparisons", form).await;
+        assert_eq!(status, 201, "{comparison}");
+        for job in ["candidate_job", "baseline_job"] {
+            self.wait_for(comparison[job].as_str().unwrap(), |j| {
+                j["status"] == "succeeded"
+            })
+            .await;
+        }
+        comparison
     }
 
     /// Follows a job's SSE stream to its final event (bounded in time).

@@ -1,5 +1,6 @@
 //! Postgres records: one module per table family.
 
+pub mod feedback;
 pub mod jobs;
 pub mod models;
 

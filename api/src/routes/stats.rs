@@ -1,0 +1,128 @@
+//! `/v1/stats`: GSB preference statistics and mean expert ratings.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use byteedit_jobs::db::feedback;
+use byteedit_jobs::feedback::{Aspect, GsbStats};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ApiError, ErrorResponse};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct GsbQuery {
+    /// Candidate model name (default: every candidate).
+    pub candidate: Option<String>,
+    /// Baseline model name (default: every baseline).
+    pub baseline: Option<String>,
+    /// `inpaint`, `erase` or `outpaint` (default: every task).
+    pub task: Option<String>,
+    /// Default `overall`.
+    pub aspect: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GsbRow {
+    pub candidate: String,
+    pub baseline: String,
+    pub task: String,
+    #[serde(flatten)]
+    pub stats: GsbStats,
+    /// Votes with a preference whose preferred image was on the left, out of
+    /// `sided` such votes with a recorded side: far from half means position bias.
+    pub left_preferred: u64,
+    pub sided: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GsbReport {
+    pub aspect: Aspect,
+    pub rows: Vec<GsbRow>,
+}
+
+/// G, S, B, the GSB superiority (G+S)/(S+B) and the win rate
+/// (G+S)/((G+S)+(S+B)) with 95 % intervals, per candidate, baseline and task.
+#[utoipa::path(get, path = "/v1/stats/gsb", tag = "feedback", params(GsbQuery),
+    responses(
+        (status = 200, description = "The statistics", body = GsbReport),
+        (status = 422, description = "A bad filter", body = ErrorResponse),
+    ))]
+pub async fn gsb(
+    State(state): State<AppState>,
+    query: Result<Query<GsbQuery>, QueryRejection>,
+) -> Result<Json<GsbReport>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid("invalid_field", e.body_text()))?;
+    let aspect: Aspect = q
+        .aspect
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|m: String| ApiError::invalid("invalid_field", m))?
+        .unwrap_or_default();
+    if let Some(task) = &q.task {
+        task.parse::<byteedit_jobs::Task>()
+            .map_err(|m| ApiError::invalid("invalid_field", m))?;
+    }
+    let rows = feedback::gsb_counts(
+        &state.backends.db,
+        q.candidate.as_deref(),
+        q.baseline.as_deref(),
+        q.task.as_deref(),
+        aspect,
+    )
+    .await?;
+    Ok(Json(GsbReport {
+        aspect,
+        rows: rows
+            .into_iter()
+            .map(|r| GsbRow {
+                stats: GsbStats::new(r.good as u64, r.same as u64, r.bad as u64),
+                candidate: r.candidate_model,
+                baseline: r.baseline_model,
+                task: r.task,
+                left_preferred: r.left_preferred as u64,
+                sided: r.sided as u64,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RatingRow {
+    pub model: String,
+    pub task: String,
+    pub ratings: u64,
+    pub coherence: f64,
+    pub structure: f64,
+    /// `null` when no rating of this model and task has one (erase may omit it).
+    pub aesthetics: Option<f64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RatingReport {
+    pub rows: Vec<RatingRow>,
+}
+
+/// Mean expert scores per model and task (the paper's Table 1 layout: one
+/// row per model, a column group per task).
+#[utoipa::path(get, path = "/v1/stats/ratings", tag = "feedback",
+    responses((status = 200, description = "The means", body = RatingReport)))]
+pub async fn ratings(State(state): State<AppState>) -> Result<Json<RatingReport>, ApiError> {
+    let rows = feedback::rating_means(&state.backends.db).await?;
+    Ok(Json(RatingReport {
+        rows: rows
+            .into_iter()
+            .map(|r| RatingRow {
+                model: r.model,
+                task: r.task,
+                ratings: r.ratings as u64,
+                coherence: r.coherence,
+                structure: r.structure,
+                aesthetics: r.aesthetics,
+            })
+            .collect(),
+    }))
+}

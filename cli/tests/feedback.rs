@@ -434,12 +434,12 @@ async fn statistics_match_the_formulas_and_the_export_round_trips() {
     assert_eq!(status, 201);
     let (_, means) = service.get("/v1/stats/ratings").await;
     let find = |task: &str| {
-        means["rows"]
+        means["models"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|r| r["model"] == CANDIDATE && r["task"] == task)
-            .cloned()
+            .find(|r| r["model"] == CANDIDATE)
+            .map(|r| r["tasks"][task].clone())
             .unwrap()
     };
     let erase = find("erase");

@@ -1,5 +1,7 @@
 //! `/v1/stats`: GSB preference statistics and mean expert ratings.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -90,10 +92,9 @@ pub async fn gsb(
     }))
 }
 
+/// Mean expert scores of one model on one task.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct RatingRow {
-    pub model: String,
-    pub task: String,
+pub struct TaskScores {
     pub ratings: u64,
     pub coherence: f64,
     pub structure: f64,
@@ -101,28 +102,44 @@ pub struct RatingRow {
     pub aesthetics: Option<f64>,
 }
 
+/// One row of the table: a model, with a column group per task.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct RatingReport {
-    pub rows: Vec<RatingRow>,
+pub struct ModelScores {
+    pub model: String,
+    /// Keyed by task (`outpaint`, `inpaint`, `erase`); tasks without ratings are absent.
+    pub tasks: BTreeMap<String, TaskScores>,
 }
 
-/// Mean expert scores per model and task (the paper's Table 1 layout: one
-/// row per model, a column group per task).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RatingReport {
+    pub models: Vec<ModelScores>,
+}
+
+/// Mean expert scores in the paper's Table 1 layout: one row per model, a
+/// column group (coherence, structure, aesthetics) per task.
 #[utoipa::path(get, path = "/v1/stats/ratings", tag = "feedback",
     responses((status = 200, description = "The means", body = RatingReport)))]
 pub async fn ratings(State(state): State<AppState>) -> Result<Json<RatingReport>, ApiError> {
-    let rows = feedback::rating_means(&state.backends.db).await?;
-    Ok(Json(RatingReport {
-        rows: rows
-            .into_iter()
-            .map(|r| RatingRow {
-                model: r.model,
-                task: r.task,
-                ratings: r.ratings as u64,
-                coherence: r.coherence,
-                structure: r.structure,
-                aesthetics: r.aesthetics,
-            })
-            .collect(),
-    }))
+    let mut models: Vec<ModelScores> = Vec::new();
+    // Rows come ordered by model, then task.
+    for r in feedback::rating_means(&state.backends.db).await? {
+        if models.last().is_none_or(|m| m.model != r.model) {
+            models.push(ModelScores {
+                model: r.model.clone(),
+                tasks: BTreeMap::new(),
+            });
+        }
+        if let Some(row) = models.last_mut() {
+            row.tasks.insert(
+                r.task,
+                TaskScores {
+                    ratings: r.ratings as u64,
+                    coherence: r.coherence,
+                    structure: r.structure,
+                    aesthetics: r.aesthetics,
+                },
+            );
+        }
+    }
+    Ok(Json(RatingReport { models }))
 }

@@ -259,7 +259,9 @@ pub mod keys {
     pub fn mask(job: Uuid) -> String {
         format!("jobs/{job}/mask")
     }
-    pub fn output(job: Uuid, index: u32) -> String {
-        format!("jobs/{job}/output-{index}.png")
+    /// Per attempt, so a worker that lost its lease can never overwrite the
+    /// outputs of the attempt that replaced it (fencing in storage too).
+    pub fn output(job: Uuid, attempt: u32, index: u32) -> String {
+        format!("jobs/{job}/attempt-{attempt}/output-{index}.png")
     }
 }

@@ -150,6 +150,56 @@ impl QueueConsumer {
         Ok(None)
     }
 
+    /// Takes over one entry that another consumer has held for at least
+    /// `min_idle` without acknowledging it (its worker may be dead), from any
+    /// served model's stream (`XAUTOCLAIM`).
+    pub async fn reclaim(&mut self, min_idle: Duration) -> Result<Option<Delivery>> {
+        for model in self.models.clone() {
+            let key = stream_key(&self.prefix, &model);
+            // Reply: [next cursor, [[id, [field, value, ...]], ...], [deleted ids]].
+            let reply: redis::Value = redis::cmd("XAUTOCLAIM")
+                .arg(&key)
+                .arg(GROUP)
+                .arg(&self.consumer)
+                .arg(min_idle.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut self.conn)
+                .await?;
+            let redis::Value::Array(parts) = reply else {
+                continue;
+            };
+            let Some(redis::Value::Array(entries)) = parts.get(1) else {
+                continue;
+            };
+            for entry in entries {
+                let redis::Value::Array(pair) = entry else {
+                    continue;
+                };
+                let (Some(id), Some(fields)) = (pair.first(), pair.get(1)) else {
+                    continue;
+                };
+                let Ok(id) = redis::from_redis_value::<String>(id.clone()) else {
+                    continue;
+                };
+                let fields: Vec<String> =
+                    redis::from_redis_value(fields.clone()).unwrap_or_default();
+                let job = fields
+                    .chunks(2)
+                    .find(|kv| kv.first().map(String::as_str) == Some(JOB_FIELD))
+                    .and_then(|kv| kv.get(1))
+                    .and_then(|s| Uuid::parse_str(s).ok());
+                return Ok(Some(Delivery {
+                    model,
+                    entry: id,
+                    job,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
     /// Acknowledges and deletes the entry, so the stream length stays the
     /// number of jobs not yet finished.
     pub async fn ack(&self, delivery: &Delivery) -> Result<()> {

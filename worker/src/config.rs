@@ -63,6 +63,13 @@ pub struct WorkerArgs {
     /// Seconds between heartbeats (worker liveness, job lease, cancel check).
     #[arg(long, env = "BYTEEDIT_HEARTBEAT_SECS", default_value_t = 5)]
     pub heartbeat_secs: u64,
+    /// Seconds without a heartbeat after which a running job's worker is
+    /// presumed dead and another worker takes the job over.
+    #[arg(long, env = "BYTEEDIT_LEASE_SECS", default_value_t = 60)]
+    pub lease_secs: u64,
+    /// Times a job may be started (a worker lost mid-job counts) before it fails.
+    #[arg(long, env = "BYTEEDIT_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
     /// Negative prompt for `erase` jobs that give none (steers the fill away
     /// from new objects).
     #[arg(long, env = "BYTEEDIT_ERASE_NEGATIVE_PROMPT", default_value = byteedit_jobs::job::defaults::ERASE_NEGATIVE_PROMPT)]
@@ -80,6 +87,8 @@ impl WorkerArgs {
             default_guidance_scale: 7.5,
             default_scheduler: byteedit_models::SchedulerKind::DpmSolverPlusPlus2M,
             heartbeat_secs: 5,
+            lease_secs: 60,
+            max_attempts: 3,
             erase_negative_prompt: byteedit_jobs::job::defaults::ERASE_NEGATIVE_PROMPT.into(),
         }
     }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use burn::prelude::Backend;
+use byteedit_jobs::db::Claim;
 use byteedit_jobs::db::jobs::NewOutput;
 use byteedit_jobs::job::keys;
 use byteedit_jobs::{
@@ -37,6 +38,8 @@ type Current = Arc<Mutex<Option<(Uuid, Arc<AtomicBool>)>>>;
 pub struct Worker {
     pub id: Uuid,
     name: String,
+    lease: Duration,
+    max_attempts: u32,
     backends: Backends,
     engine: Engine,
     current: Current,
@@ -92,6 +95,8 @@ impl Worker {
         let worker = Arc::new(Worker {
             id,
             name,
+            lease: Duration::from_secs(args.lease_secs.max(args.heartbeat_secs + 1)),
+            max_attempts: args.max_attempts.max(1),
             backends,
             engine,
             current: Arc::default(),
@@ -115,8 +120,24 @@ impl Worker {
     ) -> Result<(), WorkerError> {
         let beats = tokio::spawn(self.clone().heartbeat(heartbeat));
         let cancels = tokio::spawn(self.clone().listen_for_cancels());
+        let mut last_reclaim: Option<Instant> = None;
         while !*stopped.borrow() {
-            match consumer.next(POLL).await {
+            // Entries held too long by another consumer: its worker may be dead.
+            let reclaim_due = last_reclaim.is_none_or(|t| t.elapsed() >= self.lease / 2);
+            let delivery = if reclaim_due {
+                last_reclaim = Some(Instant::now());
+                match consumer.reclaim(self.lease).await {
+                    Ok(Some(d)) => {
+                        tracing::info!(entry = %d.entry, job = ?d.job, "took over an entry held too long");
+                        Ok(Some(d))
+                    }
+                    Ok(None) => consumer.next(POLL).await,
+                    Err(e) => Err(e),
+                }
+            } else {
+                consumer.next(POLL).await
+            };
+            match delivery {
                 Ok(Some(delivery)) => {
                     if let Err(e) = self.handle(&consumer, &delivery).await {
                         // Not acknowledged: the entry stays pending for recovery.
@@ -149,12 +170,49 @@ impl Worker {
             consumer.ack(delivery).await?;
             return Ok(());
         };
-        let Some(job) = db::jobs::claim(&self.backends.db, job_id, self.id).await? else {
-            // Canceled while queued, or already taken: nothing to run.
-            tracing::debug!(job = %job_id, "job is no longer queued; skipping");
+        let lease = self.lease.as_secs_f64();
+        let job = match db::jobs::claim(&self.backends.db, job_id, self.id, lease).await? {
+            Claim::Claimed(job) => job,
+            Claim::Busy => {
+                // Its worker is alive: the entry stays pending (now ours) and
+                // is looked at again after another lease.
+                tracing::debug!(job = %job_id, "job is running elsewhere with a live lease");
+                return Ok(());
+            }
+            Claim::Gone => {
+                // Canceled while queued, or finished: nothing to run.
+                tracing::debug!(job = %job_id, "job is no longer queued; skipping");
+                consumer.ack(delivery).await?;
+                return Ok(());
+            }
+        };
+        if job.attempts > self.max_attempts {
+            let error = JobError {
+                code: "worker_lost".into(),
+                message: format!(
+                    "the job was started {} times and its worker stopped answering each time; it may crash the worker",
+                    job.attempts - 1
+                ),
+            };
+            if db::jobs::finish_unsuccessfully(
+                &self.backends.db,
+                job.id,
+                self.id,
+                JobStatus::Failed,
+                Some(&error),
+                None,
+            )
+            .await?
+            {
+                tracing::warn!(job = %job.id, attempts = job.attempts - 1, "job failed: too many lost attempts");
+                self.publish(&job, JobEvent::Failed { error }).await;
+            }
             consumer.ack(delivery).await?;
             return Ok(());
-        };
+        }
+        if job.attempts > 1 {
+            tracing::warn!(job = %job.id, attempt = job.attempts, "taking over a job whose worker was lost");
+        }
         let claimed = Instant::now();
         let cancel = Arc::new(AtomicBool::new(false));
         self.set_current(Some((job.id, cancel.clone())));
@@ -174,16 +232,21 @@ impl Worker {
             run_ms: claimed.elapsed().as_secs_f64() * 1000.0,
         };
         let db = &self.backends.db;
-        match outcome {
+        // Every write is guarded on "still this worker's running job": false
+        // means another worker took the job over (fencing).
+        let recorded = match outcome {
             Ok((output, stored, geometry)) => {
                 let timings = timings_of(&output);
-                if db::jobs::succeed(db, job.id, self.id, &stored, &timings, &geometry).await? {
+                let done =
+                    db::jobs::succeed(db, job.id, self.id, &stored, &timings, &geometry).await?;
+                if done {
                     tracing::info!(job = %job.id, ms = timings.run_ms, "job succeeded");
                     self.publish(&job, JobEvent::Succeeded { timings }).await;
                 }
+                done
             }
             Err(Failure::Canceled) => {
-                if db::jobs::finish_unsuccessfully(
+                let done = db::jobs::finish_unsuccessfully(
                     db,
                     job.id,
                     self.id,
@@ -191,14 +254,15 @@ impl Worker {
                     None,
                     None,
                 )
-                .await?
-                {
+                .await?;
+                if done {
                     tracing::info!(job = %job.id, "job canceled while running");
                     self.publish(&job, JobEvent::Canceled).await;
                 }
+                done
             }
             Err(Failure::Job(error)) => {
-                if db::jobs::finish_unsuccessfully(
+                let done = db::jobs::finish_unsuccessfully(
                     db,
                     job.id,
                     self.id,
@@ -206,13 +270,19 @@ impl Worker {
                     Some(&error),
                     None,
                 )
-                .await?
-                {
+                .await?;
+                if done {
                     tracing::warn!(job = %job.id, code = %error.code, "job failed: {}", error.message);
                     self.publish(&job, JobEvent::Failed { error }).await;
                 }
+                done
             }
             Err(Failure::Worker(e)) => return Err(e),
+        };
+        if !recorded {
+            // The entry now belongs to the worker that took over; leave it.
+            tracing::warn!(job = %job.id, "lost the job's lease; the result was refused");
+            return Ok(());
         }
         consumer.ack(delivery).await?;
         Ok(())
@@ -291,7 +361,7 @@ impl Worker {
         let mut stored = Vec::new();
         for (index, (png, width, height)) in encoded.into_iter().enumerate() {
             let index = index as u32;
-            let key = keys::output(job.id, index);
+            let key = keys::output(job.id, job.attempts, index);
             storage
                 .put(&key, png.map_err(Failure::model)?)
                 .await
@@ -369,8 +439,10 @@ impl Worker {
                 .and_then(|c| c.as_ref().map(|(id, _)| *id));
             if let Some(job) = current {
                 match db::jobs::heartbeat(db, job, self.id).await {
-                    Ok(true) => self.cancel_current(job),
-                    Ok(false) => {}
+                    // Cancel asked, or the lease was lost to another worker:
+                    // either way, stop spending the device on it.
+                    Ok(Some(true)) | Ok(None) => self.cancel_current(job),
+                    Ok(Some(false)) => {}
                     Err(e) => tracing::warn!(job = %job, "job heartbeat failed: {e}"),
                 }
             }

@@ -95,8 +95,17 @@ impl Service {
 
     /// A worker serving the tiny model under each of `names` (two "versions").
     pub async fn add_worker_for(&mut self, names: &[&str]) -> uuid::Uuid {
+        self.add_worker_with(names, |_| {}).await
+    }
+
+    /// A worker with adjusted settings (lease, attempts, heartbeat).
+    pub async fn add_worker_with(
+        &mut self,
+        names: &[&str],
+        adjust: impl FnOnce(&mut WorkerArgs),
+    ) -> uuid::Uuid {
         let backends = Backends::connect(&self.connect).await.unwrap();
-        let args = WorkerArgs::for_models(
+        let mut args = WorkerArgs::for_models(
             names
                 .iter()
                 .map(|name| ModelSpec {
@@ -105,6 +114,7 @@ impl Service {
                 })
                 .collect(),
         );
+        adjust(&mut args);
         let handle =
             Worker::start::<byteedit_models::CpuBackend>(args, backends, Default::default())
                 .await

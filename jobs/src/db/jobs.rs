@@ -192,19 +192,46 @@ pub async fn depth_by_model(db: &PgPool) -> Result<Vec<(String, JobStatus, i64)>
 
 /// Takes a queued job for `worker`. `None` when it is no longer queued
 /// (canceled, or already taken), so a job delivered twice never runs twice.
-pub async fn claim(db: &PgPool, id: Uuid, worker: Uuid) -> Result<Option<JobRecord>> {
+/// What a worker's claim on a delivered job found.
+#[derive(Debug)]
+pub enum Claim {
+    /// The job is this worker's now (attempt `job.attempts`).
+    Claimed(JobRecord),
+    /// Another worker runs it and its lease is alive: leave the queue entry
+    /// pending, so the job is found again if that worker dies.
+    Busy,
+    /// Finished, canceled or unknown: nothing to run; acknowledge the entry.
+    Gone,
+}
+
+/// Takes a queued job, or a running one whose worker has not renewed its
+/// lease (`heartbeat_at`) for `lease_secs`: that worker is presumed dead, and
+/// from now on its writes are refused (they are guarded on `worker_id`).
+pub async fn claim(db: &PgPool, id: Uuid, worker: Uuid, lease_secs: f64) -> Result<Claim> {
     let row: Option<JobRow> = sqlx::query_as(concat!(
         "UPDATE jobs SET status = 'running', worker_id = $2, started_at = now(), \
-         heartbeat_at = now(), attempts = attempts + 1 \
-         WHERE id = $1 AND status = 'queued' RETURNING ",
+         heartbeat_at = now(), attempts = attempts + 1, progress_step = 0 \
+         WHERE id = $1 AND (status = 'queued' OR (status = 'running' \
+           AND heartbeat_at < now() - make_interval(secs => $3))) RETURNING ",
         job_columns!(),
         ""
     ))
     .bind(id)
     .bind(worker)
+    .bind(lease_secs)
     .fetch_optional(db)
     .await?;
-    row.map(JobRecord::try_from).transpose()
+    if let Some(row) = row {
+        return Ok(Claim::Claimed(row.try_into()?));
+    }
+    let status: Option<(String,)> = sqlx::query_as("SELECT status FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    Ok(match status {
+        Some((s,)) if s == "running" => Claim::Busy,
+        _ => Claim::Gone,
+    })
 }
 
 pub async fn set_progress(db: &PgPool, id: Uuid, worker: Uuid, step: u32) -> Result<()> {
@@ -220,8 +247,9 @@ pub async fn set_progress(db: &PgPool, id: Uuid, worker: Uuid, step: u32) -> Res
     Ok(())
 }
 
-/// Marks the worker's running job alive; answers whether a cancel was asked.
-pub async fn heartbeat(db: &PgPool, id: Uuid, worker: Uuid) -> Result<bool> {
+/// Marks the worker's running job alive (renews its lease); answers whether
+/// a cancel was asked, or `None` when the job is no longer this worker's.
+pub async fn heartbeat(db: &PgPool, id: Uuid, worker: Uuid) -> Result<Option<bool>> {
     let row: Option<(bool,)> = sqlx::query_as(
         "UPDATE jobs SET heartbeat_at = now() \
          WHERE id = $1 AND worker_id = $2 AND status = 'running' RETURNING cancel_requested",
@@ -230,7 +258,7 @@ pub async fn heartbeat(db: &PgPool, id: Uuid, worker: Uuid) -> Result<bool> {
     .bind(worker)
     .fetch_optional(db)
     .await?;
-    Ok(row.is_some_and(|(c,)| c))
+    Ok(row.map(|(c,)| c))
 }
 
 /// An output about to be recorded.

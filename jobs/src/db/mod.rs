@@ -6,4 +6,4 @@ pub mod models;
 
 pub use models::ModelStatus;
 
-pub use jobs::{CancelOutcome, NewJob, Page};
+pub use jobs::{CancelOutcome, Claim, NewJob, Page};

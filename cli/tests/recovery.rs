@@ -191,3 +191,56 @@ async fn a_job_whose_workers_keep_dying_fails_after_its_attempts() {
     );
     service.finish().await;
 }
+
+/// Redis loses the queue (a restart without its data): the jobs Postgres
+/// still has as queued are put back by the workers' sweep and run once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_lost_by_redis_are_queued_again_and_run_once() {
+    let mut service = Service::start(0).await;
+    service.add_worker().await;
+    service.workers.pop().unwrap().stop().await.unwrap();
+    let mut ids = Vec::new();
+    for seed in 0..3 {
+        let (status, job) = service
+            .submit(
+                &[
+                    ("task", "inpaint"),
+                    ("prompt", "x"),
+                    ("steps", "1"),
+                    ("seed", &seed.to_string()),
+                ],
+                true,
+            )
+            .await;
+        assert_eq!(status, 202, "{job}");
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    // The stream and its consumer group vanish, as after `FLUSHALL` or a
+    // restart without persistence (scoped to this test's prefix).
+    let stream = format!("{}:jobs:{MODEL}", service.connect.redis_prefix);
+    let mut redis = service.backends.conn.clone();
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+
+    service
+        .add_worker_with(&[MODEL], |a| {
+            a.lease_secs = 2;
+            a.heartbeat_secs = 1;
+        })
+        .await;
+    for id in &ids {
+        service.wait_for(id, |j| j["status"] == "succeeded").await;
+    }
+    let rows: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT j.attempts, (SELECT count(*) FROM job_outputs o WHERE o.job_id = j.id) FROM jobs j",
+    )
+    .fetch_all(&service.backends.db)
+    .await
+    .unwrap();
+    assert_eq!(rows, vec![(1, 1); 3], "each job ran and was recorded once");
+    service.finish().await;
+}

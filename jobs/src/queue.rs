@@ -42,6 +42,23 @@ impl Queue {
             .await?;
         Ok(())
     }
+
+    /// The job ids that have an entry in `model`'s stream (pending or not).
+    pub async fn queued_ids(&self, model: &str) -> Result<std::collections::HashSet<Uuid>> {
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(stream_key(&self.prefix, model))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await?;
+        Ok(reply
+            .ids
+            .iter()
+            .filter_map(|e| e.get::<String>(JOB_FIELD))
+            .filter_map(|s| Uuid::parse_str(&s).ok())
+            .collect())
+    }
 }
 
 /// A job id handed to this worker; acknowledge it once the result is recorded.
@@ -81,11 +98,23 @@ impl QueueConsumer {
                     .set_response_timeout(None),
             )
             .await?;
-        let mut c = conn.clone();
-        for model in models {
+        let consumer = Self {
+            blocking,
+            conn,
+            prefix: prefix.to_owned(),
+            consumer: consumer.to_owned(),
+            models: models.to_vec(),
+        };
+        consumer.create_groups().await?;
+        Ok(consumer)
+    }
+
+    async fn create_groups(&self) -> Result<()> {
+        let mut c = self.conn.clone();
+        for model in &self.models {
             let created: redis::RedisResult<()> = redis::cmd("XGROUP")
                 .arg("CREATE")
-                .arg(stream_key(prefix, model))
+                .arg(stream_key(&self.prefix, model))
                 .arg(GROUP)
                 .arg("0")
                 .arg("MKSTREAM")
@@ -97,13 +126,22 @@ impl QueueConsumer {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(Self {
-            blocking,
-            conn,
-            prefix: prefix.to_owned(),
-            consumer: consumer.to_owned(),
-            models: models.to_vec(),
-        })
+        Ok(())
+    }
+
+    /// A stream or group that vanished (Redis restarted without its data, or
+    /// the key was deleted) is created again; the jobs it held are re-added
+    /// by the workers' sweep from Postgres.
+    async fn recover<T>(&self, result: redis::RedisResult<T>) -> Result<Option<T>> {
+        match result {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.code() == Some("NOGROUP") => {
+                tracing::warn!("job stream or consumer group missing; creating it again");
+                self.create_groups().await?;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Waits up to `block` for the next job of any served model.
@@ -126,8 +164,10 @@ impl QueueConsumer {
         for _ in &keys {
             cmd.arg(">");
         }
-        let reply: Option<StreamReadReply> = cmd.query_async(&mut self.blocking).await?;
-        let Some(reply) = reply else {
+        let reply = cmd
+            .query_async::<Option<StreamReadReply>>(&mut self.blocking)
+            .await;
+        let Some(Some(reply)) = self.recover(reply).await? else {
             return Ok(None);
         };
         for stream in reply.keys {
@@ -157,7 +197,7 @@ impl QueueConsumer {
         for model in self.models.clone() {
             let key = stream_key(&self.prefix, &model);
             // Reply: [next cursor, [[id, [field, value, ...]], ...], [deleted ids]].
-            let reply: redis::Value = redis::cmd("XAUTOCLAIM")
+            let reply = redis::cmd("XAUTOCLAIM")
                 .arg(&key)
                 .arg(GROUP)
                 .arg(&self.consumer)
@@ -165,9 +205,9 @@ impl QueueConsumer {
                 .arg("0-0")
                 .arg("COUNT")
                 .arg(1)
-                .query_async(&mut self.conn)
-                .await?;
-            let redis::Value::Array(parts) = reply else {
+                .query_async::<redis::Value>(&mut self.conn)
+                .await;
+            let Some(redis::Value::Array(parts)) = self.recover(reply).await? else {
                 continue;
             };
             let Some(redis::Value::Array(entries)) = parts.get(1) else {

@@ -126,6 +126,9 @@ impl Worker {
             let reclaim_due = last_reclaim.is_none_or(|t| t.elapsed() >= self.lease / 2);
             let delivery = if reclaim_due {
                 last_reclaim = Some(Instant::now());
+                if let Err(e) = self.requeue_lost().await {
+                    tracing::warn!("queue sweep failed: {e}");
+                }
                 match consumer.reclaim(self.lease).await {
                     Ok(Some(d)) => {
                         tracing::info!(entry = %d.entry, job = ?d.job, "took over an entry held too long");
@@ -157,6 +160,31 @@ impl Worker {
             tracing::warn!("cannot record worker stop: {e}");
         }
         tracing::info!(worker = %self.id, name = %self.name, "worker stopped");
+        Ok(())
+    }
+
+    /// Re-adds queue entries that Redis lost (a restart without its data, a
+    /// failed `XADD`): every job Postgres says is waiting, or running with a
+    /// dead lease, and that has no entry in its stream. A duplicate entry is
+    /// harmless: the claim in Postgres runs each job once.
+    async fn requeue_lost(&self) -> Result<(), WorkerError> {
+        let models: Vec<String> = self.engine.models.iter().map(|m| m.name.clone()).collect();
+        let lease = self.lease.as_secs_f64();
+        let waiting = db::jobs::awaiting_delivery(&self.backends.db, &models, lease, lease).await?;
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let queue = self.backends.queue();
+        for model in &models {
+            let present = queue.queued_ids(model).await?;
+            for (job, _) in waiting
+                .iter()
+                .filter(|(j, m)| m == model && !present.contains(j))
+            {
+                tracing::warn!(job = %job, %model, "job had no queue entry; adding it again");
+                queue.enqueue(model, *job).await?;
+            }
+        }
         Ok(())
     }
 

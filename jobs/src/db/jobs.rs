@@ -192,6 +192,28 @@ pub async fn depth_by_model(db: &PgPool) -> Result<Vec<(String, JobStatus, i64)>
 
 /// Takes a queued job for `worker`. `None` when it is no longer queued
 /// (canceled, or already taken), so a job delivered twice never runs twice.
+/// Jobs of these models that should have a queue entry: queued for more than
+/// `grace_secs` (the API adds the entry right after the row), or running
+/// with a lease expired for `lease_secs`. Oldest first.
+pub async fn awaiting_delivery(
+    db: &PgPool,
+    models: &[String],
+    grace_secs: f64,
+    lease_secs: f64,
+) -> Result<Vec<(Uuid, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, model FROM jobs WHERE model = ANY($1) AND ( \
+           (status = 'queued' AND created_at < now() - make_interval(secs => $2)) \
+           OR (status = 'running' AND heartbeat_at < now() - make_interval(secs => $3))) \
+         ORDER BY id LIMIT 10000",
+    )
+    .bind(models)
+    .bind(grace_secs)
+    .bind(lease_secs)
+    .fetch_all(db)
+    .await?)
+}
+
 /// What a worker's claim on a delivered job found.
 #[derive(Debug)]
 pub enum Claim {

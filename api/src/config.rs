@@ -21,6 +21,11 @@ pub struct ApiArgs {
     /// Most pixels accepted, in megapixels (after outpainting extension).
     #[arg(long, env = "BYTEEDIT_MAX_MEGAPIXELS", default_value_t = 16.0)]
     pub max_megapixels: f64,
+    /// Secret that `POST /v1/volunteers` needs (header `X-Admin-Token`) to
+    /// register an expert; without it no experts can be registered. API keys
+    /// with roles replace this with issue 6.
+    #[arg(long, env = "BYTEEDIT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 impl Default for ApiArgs {
@@ -31,6 +36,7 @@ impl Default for ApiArgs {
             max_upload_mb: 64,
             max_image_side: 4096,
             max_megapixels: 16.0,
+            admin_token: None,
         }
     }
 }

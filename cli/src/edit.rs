@@ -5,9 +5,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::Backend;
+use byteedit_api::validation::{
+    MAX_CROP_PADDING, MAX_EXTEND, MAX_MASK_FEATHER, MAX_MASK_GROW, MAX_OVERLAP,
+};
 use byteedit_jobs::Task;
 use byteedit_jobs::geometry::{self, Anchor, OutpaintRequest, Sides};
 use byteedit_jobs::job::defaults;
+use byteedit_models::image_io::MAX_SIDE;
 use byteedit_models::image_io::{
     GrayImage, Rgb, RgbImage, alpha_mask, read_image, to_luma, to_rgb, write_png,
 };
@@ -42,25 +46,27 @@ pub struct EditArgs {
     #[arg(long)]
     mask_resize: bool,
     /// Grow (> 0) or shrink (< 0) the mask by this many pixels.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-(MAX_MASK_GROW as i64)..=MAX_MASK_GROW as i64))]
     mask_grow: i32,
     /// Blend band: the edit fades out within twice this many pixels outside the mask.
-    #[arg(long, default_value_t = defaults::MASK_FEATHER)]
+    #[arg(long, default_value_t = defaults::MASK_FEATHER,
+          value_parser = clap::value_parser!(u32).range(0..=MAX_MASK_FEATHER as i64))]
     mask_feather: u32,
     /// Outpaint: pixels to add on the left.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=MAX_EXTEND as i64))]
     extend_left: u32,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=MAX_EXTEND as i64))]
     extend_right: u32,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=MAX_EXTEND as i64))]
     extend_top: u32,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=MAX_EXTEND as i64))]
     extend_bottom: u32,
     /// Outpaint, instead of --extend-*: the canvas width.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_SIDE as i64))]
     target_width: Option<u32>,
     /// Outpaint: the canvas height.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_SIDE as i64))]
     target_height: Option<u32>,
     /// Outpaint, instead of a target size: W:H, e.g. 16:9.
     #[arg(long)]
@@ -69,10 +75,12 @@ pub struct EditArgs {
     #[arg(long)]
     anchor: Option<Anchor>,
     /// Outpaint: how far the mask reaches into the image along extended sides.
-    #[arg(long, default_value_t = defaults::OVERLAP)]
+    #[arg(long, default_value_t = defaults::OVERLAP,
+          value_parser = clap::value_parser!(u32).range(0..=MAX_OVERLAP as i64))]
     overlap: u32,
     /// Context kept around the mask when cropping.
-    #[arg(long, default_value_t = defaults::CROP_PADDING)]
+    #[arg(long, default_value_t = defaults::CROP_PADDING,
+          value_parser = clap::value_parser!(u32).range(0..=MAX_CROP_PADDING as i64))]
     crop_padding: u32,
     /// masked: edit the crop around the mask at the model's size; full: the whole image.
     #[arg(long, value_enum, default_value = "masked")]

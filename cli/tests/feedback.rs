@@ -374,6 +374,18 @@ async fn statistics_match_the_formulas_and_the_export_round_trips() {
     let (status, err) = service.get("/v1/stats/gsb?aspect=speed").await;
     assert_eq!((status, error_code(&err).as_str()), (422, "invalid_field"));
 
+    // Only the admin registers experts.
+    for header in [None, Some("wrong")] {
+        let mut request = service
+            .http
+            .post(service.url("/v1/volunteers"))
+            .json(&json!({"name": "mallory", "expert": true}));
+        if let Some(h) = header {
+            request = request.header("x-admin-token", h);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 403);
+    }
     // Expert ratings: experts only, aesthetics optional for erase only, re-rating replaces.
     let expert = service.volunteer("eve", true).await;
     let amateur = service.volunteer("al", false).await;

@@ -79,6 +79,8 @@ pub struct QueueConsumer {
     prefix: String,
     consumer: String,
     models: Vec<String>,
+    /// Where each stream's `XAUTOCLAIM` scan goes on from.
+    cursors: std::collections::HashMap<String, String>,
 }
 
 impl QueueConsumer {
@@ -104,6 +106,7 @@ impl QueueConsumer {
             prefix: prefix.to_owned(),
             consumer: consumer.to_owned(),
             models: models.to_vec(),
+            cursors: Default::default(),
         };
         consumer.create_groups().await?;
         Ok(consumer)
@@ -202,7 +205,12 @@ impl QueueConsumer {
                 .arg(GROUP)
                 .arg(&self.consumer)
                 .arg(min_idle.as_millis() as u64)
-                .arg("0-0")
+                .arg(
+                    self.cursors
+                        .get(&model)
+                        .map(String::as_str)
+                        .unwrap_or("0-0"),
+                )
                 .arg("COUNT")
                 .arg(1)
                 .query_async::<redis::Value>(&mut self.conn)
@@ -210,6 +218,13 @@ impl QueueConsumer {
             let Some(redis::Value::Array(parts)) = self.recover(reply).await? else {
                 continue;
             };
+            // The next scan starts where this one stopped ("0-0" after a full pass).
+            if let Some(Ok(next)) = parts
+                .first()
+                .map(|c| redis::from_redis_value::<String>(c.clone()))
+            {
+                self.cursors.insert(model.clone(), next);
+            }
             let Some(redis::Value::Array(entries)) = parts.get(1) else {
                 continue;
             };

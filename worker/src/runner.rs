@@ -242,7 +242,8 @@ impl Worker {
             tracing::warn!(job = %job.id, attempt = job.attempts, "taking over a job whose worker was lost");
         }
         let claimed = Instant::now();
-        let cancel = Arc::new(AtomicBool::new(false));
+        // A cancel asked before a takeover still holds.
+        let cancel = Arc::new(AtomicBool::new(job.cancel_requested));
         self.set_current(Some((job.id, cancel.clone())));
         self.publish(&job, JobEvent::Started).await;
         tracing::info!(job = %job.id, model = %job.model, task = %job.task, "job started");

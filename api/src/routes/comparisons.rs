@@ -164,7 +164,16 @@ async fn from_run(state: &AppState, multipart: Multipart) -> Result<Comparison, 
         form.set_text("seed", rand::random_range(0..=MAX_SEED).to_string());
     }
     let candidate_job = submit(state, form.clone(), &candidate).await?;
-    let baseline_job = submit(state, form, &baseline).await?;
+    let baseline_job = match submit(state, form, &baseline).await {
+        Ok(job) => job,
+        Err(e) => {
+            // Without its pair the first job is useless: cancel it before it runs.
+            if let Err(e2) = db::jobs::cancel(&state.backends.db, candidate_job.id).await {
+                tracing::error!(job = %candidate_job.id, "cannot cancel unpaired job: {e2}");
+            }
+            return Err(e);
+        }
+    };
     Ok(Comparison {
         id: Uuid::now_v7(),
         task: candidate_job.task.to_string(),
@@ -223,10 +232,34 @@ async fn from_jobs(state: &AppState, body: ComparisonFromJobs) -> Result<Compari
             ));
         }
     }
-    let same_settings = candidate.task == baseline.task
-        && candidate.params.prompt == baseline.params.prompt
-        && (candidate.width, candidate.height) == (baseline.width, baseline.height)
-        && candidate.mask_key.is_some() == baseline.mask_key.is_some();
+    if candidate.model == baseline.model {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            format!(
+                "both jobs ran on model `{}`; compare two models or versions",
+                candidate.model
+            ),
+        ));
+    }
+    // What shapes the input the model sees: canvas placement and mask handling.
+    let input_settings = |j: &JobRecord| {
+        let p = &j.params;
+        (
+            j.task,
+            p.prompt.clone(),
+            (j.width, j.height),
+            j.mask_key.is_some(),
+            (
+                p.extend_left,
+                p.extend_right,
+                p.extend_top,
+                p.extend_bottom,
+                p.overlap,
+            ),
+            (p.mask_grow, p.mask_feather, p.mask_resize, p.crop_padding),
+        )
+    };
+    let same_settings = input_settings(&candidate) == input_settings(&baseline);
     let storage = &state.backends.storage;
     let same_input = same_settings
         && storage.get(&candidate.image_key).await? == storage.get(&baseline.image_key).await?
@@ -237,7 +270,7 @@ async fn from_jobs(state: &AppState, body: ComparisonFromJobs) -> Result<Compari
     if !same_input {
         return Err(ApiError::invalid(
             "not_same_input",
-            "the two jobs must edit the same input: same image, mask, prompt and task",
+            "the two jobs must edit the same input: same image, mask, prompt, task, extension and mask options",
         ));
     }
     Ok(Comparison {

@@ -3,9 +3,10 @@
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use byteedit_jobs::db::feedback;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -18,7 +19,8 @@ use crate::state::AppState;
 pub struct NewVolunteer {
     /// Shown in exports and logs; 1 to 100 characters.
     pub name: String,
-    /// Experts may also rate single outputs (`POST /v1/jobs/{id}/ratings`).
+    /// Experts may also rate single outputs (`POST /v1/jobs/{id}/ratings`);
+    /// registering one needs the `X-Admin-Token` header.
     #[serde(default)]
     pub expert: bool,
 }
@@ -37,13 +39,29 @@ pub struct VolunteerOut {
     request_body = NewVolunteer,
     responses(
         (status = 201, description = "Registered", body = VolunteerOut),
+        (status = 403, description = "An expert without the admin token", body = ErrorResponse),
         (status = 422, description = "Bad name", body = ErrorResponse),
     ))]
 pub async fn create_volunteer(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<NewVolunteer>, JsonRejection>,
 ) -> Result<(StatusCode, Json<VolunteerOut>), ApiError> {
     let body = json(body)?;
+    if body.expert {
+        let given = headers.get("x-admin-token").and_then(|v| v.to_str().ok());
+        // Compare digests, so the time taken says nothing about the secret.
+        let digest = |s: &str| Sha256::digest(s.as_bytes());
+        let allowed = match (&state.config.admin_token, given) {
+            (Some(secret), Some(given)) => digest(secret) == digest(given),
+            _ => false,
+        };
+        if !allowed {
+            return Err(ApiError::Forbidden(
+                "registering an expert needs the `X-Admin-Token` header with the API's `--admin-token`".into(),
+            ));
+        }
+    }
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::invalid(

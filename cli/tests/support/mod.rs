@@ -16,6 +16,8 @@ use sqlx::Connection;
 use tokio::sync::oneshot;
 
 pub const MODEL: &str = "tiny";
+/// The API's `--admin-token` in tests.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 pub fn tiny_model() -> PathBuf {
     PathBuf::from(concat!(
@@ -67,7 +69,11 @@ impl Service {
             .expect("Postgres and Redis must be running");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = byteedit_api::app_state(&ApiArgs::default(), backends.clone());
+        let api = ApiArgs {
+            admin_token: Some(ADMIN_TOKEN.into()),
+            ..ApiArgs::default()
+        };
+        let state = byteedit_api::app_state(&api, backends.clone());
         let (stop_api, stopped) = oneshot::channel::<()>();
         tokio::spawn(byteedit_api::serve(listener, state, async {
             let _ = stopped.await;
@@ -200,15 +206,18 @@ impl Service {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    /// Registers a volunteer and returns its token.
+    /// Registers a volunteer (an expert with the admin token) and returns its token.
     pub async fn volunteer(&self, name: &str, expert: bool) -> String {
-        let (status, body) = self
-            .post_json(
-                "/v1/volunteers",
-                None,
-                serde_json::json!({"name": name, "expert": expert}),
-            )
-            .await;
+        let response = self
+            .http
+            .post(self.url("/v1/volunteers"))
+            .header("x-admin-token", ADMIN_TOKEN)
+            .json(&serde_json::json!({"name": name, "expert": expert}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
         assert_eq!(status, 201, "{body}");
         body["token"].as_str().unwrap().to_owned()
     }

@@ -114,6 +114,28 @@ impl RawEditForm {
         Ok(form)
     }
 
+    /// SHA-256 of everything the request carries (fields in name order, then
+    /// the files), to tell a repeat from a different request.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        let mut fields: Vec<&(String, String)> = self.text.iter().collect();
+        fields.sort();
+        for (name, value) in fields {
+            for part in [name.as_bytes(), b"=", value.as_bytes(), b"\0"] {
+                hash.update(part);
+            }
+        }
+        for (name, file) in [("image", &self.image), ("mask", &self.mask)] {
+            if let Some(bytes) = file {
+                hash.update(name.as_bytes());
+                hash.update((bytes.len() as u64).to_le_bytes());
+                hash.update(bytes);
+            }
+        }
+        hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Sets a text field (replacing it), e.g. to give two jobs one seed.
     pub fn set_text(&mut self, name: &str, value: String) {
         self.text.retain(|(n, _)| n != name);

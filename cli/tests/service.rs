@@ -642,3 +642,78 @@ async fn health_metrics_and_docs_are_served() {
     assert_eq!((status, kind.starts_with("text/html")), (200, true));
     service.finish().await;
 }
+
+/// `Idempotency-Key`: two identical requests sent at once make one job; the
+/// key with another request is a 409; a refused request frees its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_makes_one_job_per_request() {
+    // The model is registered, but no worker runs: the jobs stay queued.
+    let mut service = Service::start(0).await;
+    service.add_worker().await;
+    service.workers.pop().unwrap().stop().await.unwrap();
+
+    let post = |key: &'static str, prompt: &'static str, steps: &'static str| {
+        let form = reqwest::multipart::Form::new()
+            .text("task", "inpaint")
+            .text("prompt", prompt)
+            .text("steps", steps)
+            .part(
+                "image",
+                reqwest::multipart::Part::bytes(fixture_bytes("expected_image.png")),
+            )
+            .part(
+                "mask",
+                reqwest::multipart::Part::bytes(fixture_bytes("expected_mask.png")),
+            );
+        let request = service
+            .http
+            .post(service.url("/v1/edits"))
+            .header("idempotency-key", key)
+            .multipart(form);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let replayed = response.headers().contains_key("idempotent-replayed");
+            (status, replayed, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (a, b) = tokio::join!(post("key-1", "a cat", "2"), post("key-1", "a cat", "2"));
+    assert_eq!((a.0, b.0), (202, 202), "{a:?} {b:?}");
+    assert_eq!(a.2["id"], b.2["id"], "one job for both");
+    assert!(a.1 != b.1, "exactly one of them is the replay");
+    let (again_status, replayed, again) = post("key-1", "a cat", "2").await;
+    assert_eq!((again_status, replayed), (202, true));
+    assert_eq!(again["id"], a.2["id"]);
+
+    let (status, _, err) = post("key-1", "a dog", "2").await;
+    assert_eq!(
+        (status, error_code(&err).as_str()),
+        (409, "idempotency_key_reused"),
+        "{err}"
+    );
+
+    // Refused for a bad field: the key stays free for the corrected request.
+    let (status, _, err) = post("key-2", "a cat", "0").await;
+    assert_eq!(
+        (status, error_code(&err).as_str()),
+        (422, "invalid_field"),
+        "{err}"
+    );
+    let (status, replayed, fixed) = post("key-2", "a cat", "2").await;
+    assert_eq!((status, replayed), (202, false), "{fixed}");
+
+    let long: &'static str = Box::leak("k".repeat(300).into_boxed_str());
+    let (status, _, err) = post(long, "a cat", "2").await;
+    assert_eq!(
+        (status, error_code(&err).as_str()),
+        (422, "invalid_header"),
+        "{err}"
+    );
+
+    let (jobs,): (i64,) = sqlx::query_as("SELECT count(*) FROM jobs")
+        .fetch_one(&service.backends.db)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 2, "key-1 once, key-2 once");
+    service.finish().await;
+}

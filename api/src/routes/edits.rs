@@ -3,8 +3,9 @@
 use axum::Json;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use byteedit_jobs::db::idempotency::{self, KeyState};
 use byteedit_jobs::db::{self, NewJob};
 use byteedit_jobs::job::keys;
 use byteedit_jobs::{JobError, JobRecord, JobStatus};
@@ -83,6 +84,59 @@ pub struct EditForm {
     color_match: Option<bool>,
 }
 
+/// The `Idempotency-Key` header, checked.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(k) if (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_owned()))
+        }
+        _ => Err(ApiError::invalid(
+            "invalid_header",
+            "`Idempotency-Key` must be 1 to 255 visible ASCII characters (a UUID works well)",
+        )),
+    }
+}
+
+/// Reserves `key` for this request, or answers with the job a repeat of it
+/// created. A repeat of a request still being handled waits for it (up to
+/// 10 s); the key used for another request is a 409.
+async fn claim_key(
+    state: &AppState,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Option<JobRecord>, ApiError> {
+    let db = &state.backends.db;
+    for _ in 0..100 {
+        match idempotency::reserve(db, key, fingerprint).await? {
+            KeyState::Reserved => return Ok(None),
+            KeyState::Done(job) => {
+                return db::jobs::get(db, job)
+                    .await?
+                    .map(Some)
+                    .ok_or_else(|| ApiError::NotFound(format!("no job `{job}`")));
+            }
+            KeyState::Mismatch => {
+                return Err(ApiError::Conflict {
+                    code: "idempotency_key_reused",
+                    message: format!(
+                        "`Idempotency-Key` `{key}` was used for a different request; use a new key for a new edit"
+                    ),
+                });
+            }
+            KeyState::InFlight => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    Err(ApiError::Conflict {
+        code: "idempotency_in_progress",
+        message: format!(
+            "a request with `Idempotency-Key` `{key}` is still being handled; retry shortly"
+        ),
+    })
+}
+
 /// Validates a form for model `name`, stores its images, records the job
 /// and queues it (shared with comparisons that run one input on two models).
 pub async fn submit(
@@ -158,19 +212,24 @@ pub async fn submit(
 }
 
 /// Submits an edit. Answers at once with the queued job; follow it with
-/// `GET /v1/jobs/{id}` or its `/events` stream.
+/// `GET /v1/jobs/{id}` or its `/events` stream. With an `Idempotency-Key`
+/// header, a repeat of the same request returns the first job (header
+/// `Idempotent-Replayed: true`) instead of creating another.
 #[utoipa::path(post, path = "/v1/edits", tag = "edits",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and request give the first job")),
     request_body(content = EditForm, content_type = "multipart/form-data"),
     responses(
         (status = 202, description = "Queued", body = super::jobs::JobOut,
             headers(("Location" = String, description = "URL of the job"))),
         (status = 400, description = "The form cannot be read", body = ErrorResponse),
+        (status = 409, description = "The `Idempotency-Key` was used for a different request, or its first request is still being handled", body = ErrorResponse),
         (status = 413, description = "The upload is too large", body = ErrorResponse),
         (status = 422, description = "A field is missing or wrong; the message says which", body = ErrorResponse),
         (status = 503, description = "Postgres, Redis or storage is unavailable", body = ErrorResponse),
     ))]
 pub async fn create_edit(
     State(state): State<AppState>,
+    headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
     let multipart = multipart.map_err(|e| {
@@ -179,9 +238,46 @@ pub async fn create_edit(
             e.body_text()
         ))
     })?;
+    let key = idempotency_key(&headers)?;
     let form = RawEditForm::read(multipart, state.config.max_upload_mb, &[]).await?;
-    let name = form.model_name(&state.config, &state.models(false).await?)?;
-    let job = submit(&state, form, &name).await?;
+    let db = &state.backends.db;
+    if let Some(key) = &key
+        && let Some(first) = claim_key(&state, key, &form.fingerprint()).await?
+    {
+        let out = job_out(&state, first).await?;
+        return Ok((
+            StatusCode::ACCEPTED,
+            [
+                (header::LOCATION, format!("/v1/jobs/{}", out.id)),
+                (
+                    HeaderName::from_static("idempotent-replayed"),
+                    "true".into(),
+                ),
+            ],
+            Json(out),
+        )
+            .into_response());
+    }
+    let submitted = async {
+        let name = form.model_name(&state.config, &state.models(false).await?)?;
+        submit(&state, form, &name).await
+    }
+    .await;
+    let job = match (submitted, &key) {
+        (Ok(job), Some(key)) => {
+            idempotency::complete(db, key, job.id).await?;
+            job
+        }
+        (Ok(job), None) => job,
+        (Err(e), Some(key)) => {
+            // Nothing was created: free the key for a corrected retry.
+            if let Err(e2) = idempotency::release(db, key).await {
+                tracing::error!("cannot release idempotency key: {e2}");
+            }
+            return Err(e);
+        }
+        (Err(e), None) => return Err(e),
+    };
     let id = job.id;
     let out = job_out(&state, job).await?;
     Ok((

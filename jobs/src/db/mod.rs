@@ -1,6 +1,7 @@
 //! Postgres records: one module per table family.
 
 pub mod feedback;
+pub mod idempotency;
 pub mod jobs;
 pub mod models;
 

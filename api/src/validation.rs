@@ -15,6 +15,7 @@ use image::{ImageFormat, ImageReader, Limits};
 
 use crate::config::ApiArgs;
 use crate::error::ApiError;
+use crate::routes::body;
 
 /// Largest seed accepted: JSON numbers above 2^53 lose precision in JavaScript.
 pub const MAX_SEED: u64 = (1 << 53) - 1;
@@ -424,11 +425,7 @@ pub fn validate(
         .map(geometry::parse_aspect)
         .transpose()
         .map_err(|m| ApiError::invalid("invalid_field", m))?;
-    let anchor: Option<Anchor> = form
-        .value("anchor")
-        .map(str::parse)
-        .transpose()
-        .map_err(|m: String| ApiError::invalid("invalid_field", m))?;
+    let anchor: Option<Anchor> = body::named(form.value("anchor"))?;
     for (name, is_given) in [
         ("target_width", target_width.is_some()),
         ("target_height", target_height.is_some()),

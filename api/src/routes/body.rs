@@ -1,6 +1,10 @@
-//! JSON bodies whose rejections speak the API's error shape.
+//! Request parts whose rejections speak the API's error shape, shared by the
+//! JSON routes.
 
-use axum::extract::rejection::JsonRejection;
+use std::str::FromStr;
+
+use axum::extract::Query;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 
 use crate::error::ApiError;
@@ -16,5 +20,29 @@ pub fn json<T>(body: Result<axum::Json<T>, JsonRejection>) -> Result<T, ApiError
             "send a JSON body: {}",
             e.body_text()
         ))),
+    }
+}
+
+/// A query string, or a 422 naming the bad parameter.
+pub fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::invalid("invalid_field", e.body_text()))
+}
+
+/// An optional named value (task, aspect, anchor...); its `FromStr` error
+/// already lists the allowed names.
+pub fn named<T: FromStr<Err = String>>(raw: Option<&str>) -> Result<Option<T>, ApiError> {
+    raw.map(str::parse)
+        .transpose()
+        .map_err(|m| ApiError::invalid("invalid_field", m))
+}
+
+/// 201 for a new vote or rating, 200 when it replaced the caller's earlier one.
+pub fn upsert_status(replaced: bool) -> StatusCode {
+    if replaced {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
     }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::body::json;
+use super::body::{json, upsert_status};
 use super::edits::submit;
 use crate::auth::VolunteerAuth;
 use crate::error::{ApiError, ErrorResponse};
@@ -459,13 +459,8 @@ pub async fn vote(
         },
     )
     .await?;
-    let status = if replaced {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
     Ok((
-        status,
+        upsert_status(replaced),
         Json(VoteOut {
             comparison_id: comparison,
             aspect: body.aspect,

@@ -1,6 +1,6 @@
 //! HTTP routes, one file per resource, assembled into one router.
 
-mod body;
+pub(crate) mod body;
 pub mod comparisons;
 pub mod edits;
 pub mod events;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::body;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -95,14 +96,8 @@ pub async fn export(
     State(state): State<AppState>,
     query: Result<Query<ExportQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::invalid("invalid_field", e.body_text()))?;
-    let aspect: Aspect = q
-        .aspect
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(|m: String| ApiError::invalid("invalid_field", m))?
-        .unwrap_or_default();
+    let q = body::query(query)?;
+    let aspect: Aspect = body::named(q.aspect.as_deref())?.unwrap_or_default();
     let db = state.backends.db.clone();
     let lines = async_stream::stream! {
         let mut rows = feedback::preferences(&db, aspect);

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::body::json;
+use super::body::{json, upsert_status};
 use super::parse_job_id;
 use crate::auth::VolunteerAuth;
 use crate::error::{ApiError, ErrorResponse};
@@ -122,13 +122,8 @@ pub async fn rate(
         },
     )
     .await?;
-    let status = if replaced {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
     Ok((
-        status,
+        upsert_status(replaced),
         Json(RatingOut {
             job_id: job.id,
             scores: body,

@@ -10,6 +10,7 @@ use byteedit_jobs::feedback::{Aspect, GsbStats};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::body;
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
 
@@ -56,18 +57,9 @@ pub async fn gsb(
     State(state): State<AppState>,
     query: Result<Query<GsbQuery>, QueryRejection>,
 ) -> Result<Json<GsbReport>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::invalid("invalid_field", e.body_text()))?;
-    let aspect: Aspect = q
-        .aspect
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(|m: String| ApiError::invalid("invalid_field", m))?
-        .unwrap_or_default();
-    if let Some(task) = &q.task {
-        task.parse::<byteedit_jobs::Task>()
-            .map_err(|m| ApiError::invalid("invalid_field", m))?;
-    }
+    let q = body::query(query)?;
+    let aspect: Aspect = body::named(q.aspect.as_deref())?.unwrap_or_default();
+    body::named::<byteedit_jobs::Task>(q.task.as_deref())?;
     let rows = feedback::gsb_counts(
         &state.backends.db,
         q.candidate.as_deref(),

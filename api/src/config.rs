@@ -21,11 +21,19 @@ pub struct ApiArgs {
     /// Most pixels accepted, in megapixels (after outpainting extension).
     #[arg(long, env = "BYTEEDIT_MAX_MEGAPIXELS", default_value_t = 16.0)]
     pub max_megapixels: f64,
-    /// Secret that `POST /v1/volunteers` needs (header `X-Admin-Token`) to
-    /// register an expert; without it no experts can be registered. API keys
-    /// with roles replace this with issue 6.
-    #[arg(long, env = "BYTEEDIT_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    /// Requests a minute per API key (a key may have its own limit).
+    #[arg(long, env = "BYTEEDIT_RATE_LIMIT", default_value_t = 600,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit: u32,
+    /// Requests a key may make at once before the per-minute pace applies.
+    #[arg(long, env = "BYTEEDIT_RATE_BURST", default_value_t = 60,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_burst: u32,
+    /// Queued jobs per model beyond which submissions get 429 (admission
+    /// control: a client then waits instead of growing an unbounded backlog).
+    #[arg(long, env = "BYTEEDIT_MAX_QUEUED", default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queued: u64,
 }
 
 impl Default for ApiArgs {
@@ -36,7 +44,9 @@ impl Default for ApiArgs {
             max_upload_mb: 64,
             max_image_side: 4096,
             max_megapixels: 16.0,
-            admin_token: None,
+            rate_limit: 600,
+            rate_burst: 60,
+            max_queued: 1000,
         }
     }
 }

@@ -28,6 +28,13 @@ pub enum ApiError {
     /// The request conflicts with the job's state (409).
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// A rate or admission limit (429 with `Retry-After`).
+    #[error("{message}")]
+    TooManyRequests {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("the upload is larger than the {limit_mb} MB limit; send smaller images")]
     TooLarge { limit_mb: usize },
     /// A backing service is down (503 with `Retry-After`).
@@ -58,6 +65,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Backend(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Backend(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -67,7 +75,9 @@ impl ApiError {
     /// Stable snake_case code for the body and for metrics.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Invalid { code, .. } | Self::Conflict { code, .. } => code,
+            Self::Invalid { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::TooManyRequests { code, .. } => code,
             Self::BadRequest(_) => "bad_request",
             Self::NotFound(_) => "not_found",
             Self::Unauthorized(_) => "unauthorized",
@@ -97,6 +107,13 @@ pub struct ErrorBody {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = match &self {
+            Self::TooManyRequests {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(5),
+            _ => None,
+        };
         let message = match &self {
             Self::Backend(e) => {
                 tracing::error!(error_type = e.error_type(), "request failed: {e}");
@@ -119,10 +136,10 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

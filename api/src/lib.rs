@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

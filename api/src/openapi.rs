@@ -4,10 +4,11 @@
 use utoipa::OpenApi;
 
 use utoipa::Modify;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 
 use crate::routes::{
-    comparisons, edits, events, health, jobs, models, preferences, ratings, stats, volunteers,
+    comparisons, edits, events, health, jobs, keys, models, preferences, ratings, stats,
 };
 
 #[derive(OpenApi)]
@@ -16,7 +17,9 @@ use crate::routes::{
         title = "ByteEdit API",
         description = "Generative image editing: outpainting, inpainting and erasing with a latent-diffusion model. \
 Submit an edit with `POST /v1/edits` (multipart), follow it with `GET /v1/jobs/{id}` or its `/events` stream, \
-and download the outputs. Every error has the shape `{\"error\": {\"code\", \"message\"}}`.",
+and download the outputs. Every error has the shape `{\"error\": {\"code\", \"message\"}}`. \
+Every route but health and metrics needs `Authorization: Bearer <API key>`; a key's role (`client`, `volunteer`, \
+`admin`) says what it may do, and each key has a rate limit (429 with `Retry-After`).",
         license(name = "Apache-2.0")
     ),
     paths(
@@ -29,7 +32,9 @@ and download the outputs. Every error has the shape `{\"error\": {\"code\", \"me
         jobs::get_mask,
         events::job_events,
         models::list_models,
-        volunteers::create_volunteer,
+        keys::create_key,
+        keys::list_keys,
+        keys::revoke_key,
         comparisons::create_comparison,
         comparisons::next_comparison,
         comparisons::vote,
@@ -42,27 +47,80 @@ and download the outputs. Every error has the shape `{\"error\": {\"code\", \"me
         health::metrics,
     ),
     components(schemas(byteedit_jobs::events::JobEvent, comparisons::ComparisonRun)),
-    modifiers(&VolunteerToken),
+    modifiers(&ApiKeys),
     tags(
         (name = "edits", description = "Submit edits"),
         (name = "jobs", description = "Follow, list and cancel jobs; download outputs"),
         (name = "models", description = "What the workers serve"),
+        (name = "keys", description = "API keys and their roles (admins)"),
         (name = "feedback", description = "Volunteers' Good/Same/Bad votes on pairs, expert ratings, statistics and the training export"),
         (name = "health", description = "Liveness, readiness, metrics"),
     )
 )]
 pub struct ApiDoc;
 
-/// The `volunteer_token` bearer scheme of the voting and rating routes.
-struct VolunteerToken;
+/// Routes anyone may call, without a key.
+const OPEN_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
-impl Modify for VolunteerToken {
+/// The `api_key` bearer scheme, required (with its 401, 403 and 429
+/// answers) on every route but the open ones: said once here rather than on
+/// each handler.
+struct ApiKeys;
+
+impl Modify for ApiKeys {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         if let Some(components) = openapi.components.as_mut() {
             components.add_security_scheme(
-                "volunteer_token",
-                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+                "api_key",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some("An API key, `bek_...`"))
+                        .build(),
+                ),
             );
+        }
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorResponse")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if OPEN_PATHS.contains(&path.as_str()) {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                operation.security = Some(vec![SecurityRequirement::new(
+                    "api_key",
+                    Vec::<String>::new(),
+                )]);
+                let responses = &mut operation.responses.responses;
+                for (status, description) in [
+                    ("401", "No API key, or an unknown or revoked one"),
+                    ("403", "The key's role may not do this"),
+                    (
+                        "429",
+                        "Rate limited (or the queue is full); see `Retry-After`",
+                    ),
+                ] {
+                    responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description).into());
+                }
+            }
         }
     }
 }

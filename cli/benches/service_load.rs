@@ -99,6 +99,14 @@ async fn submissions(
     let url = Arc::new(service.url("/v1/edits"));
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(o.clients)
+        .default_headers(
+            [(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {}", service.client_key).parse().unwrap(),
+            )]
+            .into_iter()
+            .collect(),
+        )
         .build()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs_f64(o.seconds);
@@ -153,7 +161,8 @@ async fn submissions(
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let o = options();
-    let mut service = Service::start(1).await;
+    // Thousands of jobs wait unworked here: admission control would stop them.
+    let mut service = Service::start_with(1, |api| api.max_queued = u64::MAX).await;
     // Registered the model; now stop it so submissions only queue.
     service.workers.pop().unwrap().stop().await.unwrap();
 

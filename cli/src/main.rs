@@ -3,6 +3,7 @@
 
 mod device;
 mod edit;
+mod keys;
 mod service;
 
 use std::process::ExitCode;
@@ -31,13 +32,15 @@ enum Command {
     Worker(service::WorkerCommand),
     /// Run the API and a worker in one process, for a single machine.
     Serve(service::ServeCommand),
+    /// Make, list and revoke API keys (straight in Postgres).
+    Keys(keys::KeysCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The one-shot `edit` stays quiet; services log what they do.
     let default_level = match cli.command {
-        Command::Edit(_) => "warn",
+        Command::Edit(_) | Command::Keys(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Api(cmd) => service::api(cmd),
         Command::Worker(cmd) => service::worker(cmd),
         Command::Serve(cmd) => service::serve(cmd),
+        Command::Keys(cmd) => keys::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

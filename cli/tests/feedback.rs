@@ -6,7 +6,7 @@ mod support;
 
 use byteedit_jobs::feedback::GsbStats;
 use serde_json::{Value, json};
-use support::{Service, error_code, fixture_bytes};
+use support::{Service, authorized, error_code, fixture_bytes};
 
 const CANDIDATE: &str = "tiny-v2";
 const BASELINE: &str = "tiny";
@@ -30,6 +30,7 @@ async fn volunteers_vote_once_per_pair_and_revotes_replace() {
     ];
     assert_eq!(pairs[0]["candidate_model"], CANDIDATE);
     let ann = service.volunteer("ann", false).await;
+    let as_ann = authorized(&ann);
 
     // Each pair once, then nothing: no self-repeat.
     let mut seen = Vec::new();
@@ -42,10 +43,13 @@ async fn volunteers_vote_once_per_pair_and_revotes_replace() {
         assert_eq!(next["task"], "erase");
         for side in ["left", "right"] {
             let url = next[side]["url"].as_str().unwrap();
-            let (status, kind, _) = service.download(url).await;
+            // The volunteer sees the images of the pair it judges.
+            let (status, kind, _) = service.download_as(&as_ann, url).await;
             assert_eq!((status, kind.as_str()), (200, "image/png"));
         }
-        let (status, _, input) = service.download(next["input_url"].as_str().unwrap()).await;
+        let (status, _, input) = service
+            .download_as(&as_ann, next["input_url"].as_str().unwrap())
+            .await;
         assert_eq!(status, 200);
         assert_eq!(input, fixture_bytes("expected_image.png"));
         let path = format!("/v1/comparisons/{comparison}/votes");
@@ -108,7 +112,8 @@ async fn volunteers_vote_once_per_pair_and_revotes_replace() {
     let bob = service.volunteer("bob", false).await;
     let (_, bobs) = service.get_as("/v1/comparisons/next", &bob).await;
     for (token, body, status, code) in [
-        (None, json!({"verdict": "good"}), 401, "unauthorized"),
+        // `None` sends the test's client key: clients do not vote.
+        (None, json!({"verdict": "good"}), 403, "forbidden"),
         (
             Some("vol_nope"),
             json!({"verdict": "good"}),
@@ -210,7 +215,7 @@ async fn comparisons_need_two_finished_jobs_of_the_same_input() {
     let (status, c) = service
         .post_json(
             "/v1/comparisons",
-            None,
+            Some(&service.admin_key),
             json!({"candidate_job": a, "baseline_job": b, "votes_wanted": 5}),
         )
         .await;
@@ -270,7 +275,7 @@ async fn comparisons_need_two_finished_jobs_of_the_same_input() {
     ];
     for (body, status, code) in cases {
         let (got, err) = service
-            .post_json("/v1/comparisons", None, body.clone())
+            .post_json("/v1/comparisons", Some(&service.admin_key), body.clone())
             .await;
         assert_eq!(
             (got, error_code(&err).as_str()),
@@ -282,7 +287,7 @@ async fn comparisons_need_two_finished_jobs_of_the_same_input() {
         let (got, err) = service
             .post_json(
                 "/v1/comparisons",
-                None,
+                Some(&service.admin_key),
                 json!({"candidate_job": a, "baseline_job": slow}),
             )
             .await;
@@ -305,7 +310,9 @@ async fn comparisons_need_two_finished_jobs_of_the_same_input() {
             "mask",
             reqwest::multipart::Part::bytes(fixture_bytes("expected_mask.png")),
         );
-    let (status, err) = service.post_form_to("/v1/comparisons", form).await;
+    let (status, err) = service
+        .post_form_as(&service.admin, "/v1/comparisons", form)
+        .await;
     assert_eq!(
         (status, error_code(&err).as_str()),
         (422, "invalid_field"),
@@ -344,9 +351,10 @@ async fn statistics_match_the_formulas_and_the_export_round_trips() {
             .await;
     }
     let (status, report) = service
-        .get(&format!(
-            "/v1/stats/gsb?candidate={CANDIDATE}&baseline={BASELINE}&task=erase"
-        ))
+        .get_as(
+            &format!("/v1/stats/gsb?candidate={CANDIDATE}&baseline={BASELINE}&task=erase"),
+            &service.admin_key,
+        )
         .await;
     assert_eq!(status, 200, "{report}");
     let rows = report["rows"].as_array().unwrap();
@@ -369,23 +377,19 @@ async fn statistics_match_the_formulas_and_the_export_round_trips() {
     assert_eq!(row["superiority"], expected["superiority"]);
     assert_eq!(row["win_rate"], expected["win_rate"]);
     // Without a task filter: one row per task.
-    let (_, all) = service.get("/v1/stats/gsb").await;
+    let (_, all) = service.get_as("/v1/stats/gsb", &service.admin_key).await;
     assert_eq!(all["rows"].as_array().unwrap().len(), 2, "{all}");
-    let (status, err) = service.get("/v1/stats/gsb?aspect=speed").await;
+    let (status, err) = service
+        .get_as("/v1/stats/gsb?aspect=speed", &service.admin_key)
+        .await;
     assert_eq!((status, error_code(&err).as_str()), (422, "invalid_field"));
 
-    // Only the admin registers experts.
-    for header in [None, Some("wrong")] {
-        let mut request = service
-            .http
-            .post(service.url("/v1/volunteers"))
-            .json(&json!({"name": "mallory", "expert": true}));
-        if let Some(h) = header {
-            request = request.header("x-admin-token", h);
-        }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), 403);
-    }
+    // Only admins register volunteers (experts or not); statistics are theirs too.
+    let mallory = json!({"name": "mallory", "role": "volunteer", "expert": true});
+    let (status, err) = service.post_json("/v1/keys", None, mallory.clone()).await;
+    assert_eq!((status, error_code(&err).as_str()), (403, "forbidden"));
+    let (status, _) = service.get("/v1/stats/gsb").await;
+    assert_eq!(status, 403);
     // Expert ratings: experts only, aesthetics optional for erase only, re-rating replaces.
     let expert = service.volunteer("eve", true).await;
     let amateur = service.volunteer("al", false).await;
@@ -444,7 +448,9 @@ async fn statistics_match_the_formulas_and_the_export_round_trips() {
         )
         .await;
     assert_eq!(status, 201);
-    let (_, means) = service.get("/v1/stats/ratings").await;
+    let (_, means) = service
+        .get_as("/v1/stats/ratings", &service.admin_key)
+        .await;
     let find = |task: &str| {
         means["models"]
             .as_array()
@@ -464,7 +470,7 @@ async fn statistics_match_the_formulas_and_the_export_round_trips() {
 
     // The export: one line per voted comparison, counts and majority preference.
     let response = service
-        .http
+        .admin
         .get(service.url("/v1/preferences/export"))
         .send()
         .await

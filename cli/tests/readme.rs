@@ -84,11 +84,19 @@ fn readme_walkthrough_runs_against_byteedit_serve() {
         "models/tests/fixtures",
         &format!("{REPO}/models/tests/fixtures"),
     );
+    // `byteedit` on the PATH, as the README asks, pointed at the test database.
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_byteedit")).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
     let run = Command::new("bash")
         .arg("-c")
         .arg(&script)
         .current_dir(out.path())
         .env("API", &api)
+        .env("PATH", path)
+        .env(
+            "DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:5432/{database}"),
+        )
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);

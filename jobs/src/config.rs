@@ -10,15 +10,13 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use crate::error::Result;
 use crate::storage::Storage;
 
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/byteedit";
+
 /// Connection settings shared by `byteedit api`, `worker` and `serve`.
 #[derive(Args, Debug, Clone)]
 pub struct ConnectArgs {
     /// Postgres URL; the database is created if missing and migrated at start.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/byteedit"
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
     /// Redis URL (job queue and progress events).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
@@ -48,24 +46,31 @@ pub struct Backends {
     pub prefix: String,
 }
 
+/// Connects to Postgres alone (as `byteedit keys` does), creating and
+/// migrating the database as needed.
+pub async fn connect_database(url: &str, max_connections: u32) -> Result<PgPool> {
+    if !sqlx::Postgres::database_exists(url).await? {
+        tracing::info!("creating database {url}");
+        // Two processes starting together may race to create it.
+        if let Err(e) = sqlx::Postgres::create_database(url).await
+            && !sqlx::Postgres::database_exists(url).await?
+        {
+            return Err(e.into());
+        }
+    }
+    let db = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await?;
+    sqlx::migrate!("../migrations").run(&db).await?;
+    Ok(db)
+}
+
 impl Backends {
     /// Connects to everything, creating and migrating the database as needed.
     pub async fn connect(args: &ConnectArgs) -> Result<Self> {
-        if !sqlx::Postgres::database_exists(&args.database_url).await? {
-            tracing::info!("creating database {}", args.database_url);
-            // Two processes starting together may race to create it.
-            if let Err(e) = sqlx::Postgres::create_database(&args.database_url).await
-                && !sqlx::Postgres::database_exists(&args.database_url).await?
-            {
-                return Err(e.into());
-            }
-        }
-        let db = PgPoolOptions::new()
-            .max_connections(args.db_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(&args.database_url)
-            .await?;
-        sqlx::migrate!("../migrations").run(&db).await?;
+        let db = connect_database(&args.database_url, args.db_connections).await?;
         let redis = redis::Client::open(args.redis_url.as_str())?;
         let conn = redis
             .get_multiplexed_async_connection_with_config(

@@ -207,6 +207,8 @@ pub struct JobRecord {
     pub progress_total: u32,
     pub cancel_requested: bool,
     pub worker_id: Option<Uuid>,
+    /// The API key that submitted it (clients see only their own jobs).
+    pub owner_key: Option<Uuid>,
     pub attempts: u32,
     pub error: Option<JobError>,
     pub timings: Option<JobTimings>,

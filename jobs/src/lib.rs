@@ -5,6 +5,7 @@
 //! cancellation between processes ([`events`]); images live in object storage
 //! ([`storage`]). Nothing here links the model code, so the API stays small.
 
+pub mod access;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod feedback;
 pub mod geometry;
 pub mod job;
 pub mod queue;
+pub mod rate_limit;
 pub mod storage;
 
 pub use config::{Backends, ConnectArgs};

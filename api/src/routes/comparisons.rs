@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::body::{json, upsert_status};
 use super::edits::submit;
-use crate::auth::VolunteerAuth;
+use crate::auth::{AdminAuth, VolunteerAuth};
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
 use crate::validation::{MAX_SEED, RawEditForm};
@@ -107,6 +107,7 @@ fn votes_wanted(v: Option<i32>) -> Result<i32, ApiError> {
     ))]
 pub async fn create_comparison(
     State(state): State<AppState>,
+    AdminAuth(caller): AdminAuth,
     request: Request,
 ) -> Result<(StatusCode, Json<ComparisonOut>), ApiError> {
     let multipart = request
@@ -124,7 +125,7 @@ pub async fn create_comparison(
                         e.body_text()
                     ))
                 })?;
-        from_run(&state, form).await?
+        from_run(&state, caller.0.id, form).await?
     } else {
         let body =
             <Json<ComparisonFromJobs> as axum::extract::FromRequest<AppState>>::from_request(
@@ -137,7 +138,11 @@ pub async fn create_comparison(
     Ok((StatusCode::CREATED, Json(saved.into())))
 }
 
-async fn from_run(state: &AppState, multipart: Multipart) -> Result<Comparison, ApiError> {
+async fn from_run(
+    state: &AppState,
+    owner: Uuid,
+    multipart: Multipart,
+) -> Result<Comparison, ApiError> {
     let extra = ["candidate_model", "baseline_model", "votes_wanted"];
     let mut form = RawEditForm::read(multipart, state.config.max_upload_mb, &extra).await?;
     if form.value("model").is_some() {
@@ -163,8 +168,8 @@ async fn from_run(state: &AppState, multipart: Multipart) -> Result<Comparison, 
     if form.value("seed").is_none() {
         form.set_text("seed", rand::random_range(0..=MAX_SEED).to_string());
     }
-    let candidate_job = submit(state, form.clone(), &candidate).await?;
-    let baseline_job = match submit(state, form, &baseline).await {
+    let candidate_job = submit(state, owner, form.clone(), &candidate).await?;
+    let baseline_job = match submit(state, owner, form, &baseline).await {
         Ok(job) => job,
         Err(e) => {
             // Without its pair the first job is useless: cancel it before it runs.
@@ -315,11 +320,9 @@ fn output_url(job: Uuid, index: i32) -> String {
 /// A comparison this volunteer has not voted on yet, in a random left/right
 /// order (recorded); 204 when none is left.
 #[utoipa::path(get, path = "/v1/comparisons/next", tag = "feedback",
-    security(("volunteer_token" = [])),
     responses(
         (status = 200, description = "A pair to judge", body = NextComparison),
         (status = 204, description = "Nothing left to judge"),
-        (status = 401, description = "No or unknown volunteer token", body = ErrorResponse),
     ))]
 pub async fn next_comparison(
     State(state): State<AppState>,
@@ -391,13 +394,11 @@ pub struct VoteOut {
 
 /// Records a vote; voting again on the same comparison and aspect replaces it.
 #[utoipa::path(post, path = "/v1/comparisons/{id}/votes", tag = "feedback",
-    security(("volunteer_token" = [])),
     params(("id" = Uuid, Path, description = "Comparison id")),
     request_body = VoteIn,
     responses(
         (status = 201, description = "Recorded", body = VoteOut),
         (status = 200, description = "Replaced the earlier vote", body = VoteOut),
-        (status = 401, description = "No or unknown volunteer token", body = ErrorResponse),
         (status = 404, description = "No such comparison", body = ErrorResponse),
         (status = 422, description = "A bad field", body = ErrorResponse),
     ))]

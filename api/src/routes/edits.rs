@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::jobs::job_out;
+use crate::auth::ClientAuth;
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
 use crate::validation::{RawEditForm, validate};
@@ -105,12 +106,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 /// 10 s); the key used for another request is a 409.
 async fn claim_key(
     state: &AppState,
+    owner: Uuid,
     key: &str,
     fingerprint: &str,
 ) -> Result<Option<JobRecord>, ApiError> {
     let db = &state.backends.db;
     for _ in 0..100 {
-        match idempotency::reserve(db, key, fingerprint).await? {
+        match idempotency::reserve(db, owner, key, fingerprint).await? {
             KeyState::Reserved => return Ok(None),
             KeyState::Done(job) => {
                 return db::jobs::get(db, job)
@@ -138,9 +140,11 @@ async fn claim_key(
 }
 
 /// Validates a form for model `name`, stores its images, records the job
-/// and queues it (shared with comparisons that run one input on two models).
+/// as `owner`'s and queues it (shared with comparisons that run one input on
+/// two models).
 pub async fn submit(
     state: &AppState,
+    owner: Uuid,
     form: RawEditForm,
     name: &str,
 ) -> Result<JobRecord, ApiError> {
@@ -156,6 +160,7 @@ pub async fn submit(
             format!("no model `{name}`; the models are: {}", known.join(", ")),
         )
     })?;
+    crate::limits::admit(state, name).await?;
     // Masks are decoded to check their pixels: off the async threads.
     let (config, model) = (state.config.clone(), model.clone());
     let edit = tokio::task::spawn_blocking(move || validate(form, &config, &model))
@@ -186,6 +191,7 @@ pub async fn submit(
             mask_key,
             width: edit.width,
             height: edit.height,
+            owner_key: Some(owner),
         },
     )
     .await?;
@@ -223,12 +229,16 @@ pub async fn submit(
             headers(("Location" = String, description = "URL of the job"))),
         (status = 400, description = "The form cannot be read", body = ErrorResponse),
         (status = 409, description = "The `Idempotency-Key` was used for a different request, or its first request is still being handled", body = ErrorResponse),
+        (status = 403, description = "The key is not a `client` or `admin` key", body = ErrorResponse),
         (status = 413, description = "The upload is too large", body = ErrorResponse),
         (status = 422, description = "A field is missing or wrong; the message says which", body = ErrorResponse),
+        (status = 429, description = "The key's rate limit, or the model's queue, is full; see `Retry-After`", body = ErrorResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "Postgres, Redis or storage is unavailable", body = ErrorResponse),
     ))]
 pub async fn create_edit(
     State(state): State<AppState>,
+    ClientAuth(caller): ClientAuth,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
@@ -241,8 +251,9 @@ pub async fn create_edit(
     let key = idempotency_key(&headers)?;
     let form = RawEditForm::read(multipart, state.config.max_upload_mb, &[]).await?;
     let db = &state.backends.db;
+    let owner = caller.0.id;
     if let Some(key) = &key
-        && let Some(first) = claim_key(&state, key, &form.fingerprint()).await?
+        && let Some(first) = claim_key(&state, owner, key, &form.fingerprint()).await?
     {
         let out = job_out(&state, first).await?;
         return Ok((
@@ -260,18 +271,18 @@ pub async fn create_edit(
     }
     let submitted = async {
         let name = form.model_name(&state.config, &state.models(false).await?)?;
-        submit(&state, form, &name).await
+        submit(&state, owner, form, &name).await
     }
     .await;
     let job = match (submitted, &key) {
         (Ok(job), Some(key)) => {
-            idempotency::complete(db, key, job.id).await?;
+            idempotency::complete(db, owner, key, job.id).await?;
             job
         }
         (Ok(job), None) => job,
         (Err(e), Some(key)) => {
             // Nothing was created: free the key for a corrected retry.
-            if let Err(e2) = idempotency::release(db, key).await {
+            if let Err(e2) = idempotency::release(db, owner, key).await {
                 tracing::error!("cannot release idempotency key: {e2}");
             }
             return Err(e);

@@ -16,6 +16,7 @@ use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::jobs::{JobOut, find_job, job_out};
+use crate::auth::ClientAuth;
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
 
@@ -32,11 +33,12 @@ const RESYNC: Duration = Duration::from_secs(10);
     ))]
 pub async fn job_events(
     State(state): State<AppState>,
+    ClientAuth(caller): ClientAuth,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     // Subscribe before reading the snapshot, so nothing falls between.
     let mut live = state.events.subscribe();
-    let job = find_job(&state, &id).await?;
+    let job = find_job(&state, &caller, &id).await?;
     let stream = stream! {
         let mut seen = Seen::default();
         let mut job = job;

@@ -17,6 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::parse_job_id;
+use crate::auth::{Caller, ClientAuth};
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
 
@@ -126,10 +127,37 @@ pub async fn job_out(state: &AppState, job: JobRecord) -> Result<JobOut, ApiErro
     Ok(JobOut::new(job, &outputs, position))
 }
 
-pub async fn find_job(state: &AppState, raw_id: &str) -> Result<JobRecord, ApiError> {
+/// The job `raw_id`, if `caller` may see it; another client's job is
+/// "not found", like a job that does not exist.
+pub async fn find_job(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+) -> Result<JobRecord, ApiError> {
     let id = parse_job_id(raw_id)?;
     db::jobs::get(&state.backends.db, id)
         .await?
+        .filter(|job| caller.may_see(job))
+        .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))
+}
+
+/// The job `raw_id`, if `caller` may see its images: as [`find_job`], and
+/// volunteers see the jobs they are asked to compare (experts, any job,
+/// since they rate single outputs).
+async fn find_job_images(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+) -> Result<JobRecord, ApiError> {
+    let id = parse_job_id(raw_id)?;
+    let db = &state.backends.db;
+    let job = db::jobs::get(db, id).await?;
+    let visible = match (&job, &caller.0.volunteer) {
+        (None, _) => false,
+        (Some(job), None) => caller.may_see(job),
+        (Some(_), Some(v)) => v.expert || db::feedback::in_comparison(db, id).await?,
+    };
+    job.filter(|_| visible)
         .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))
 }
 
@@ -142,9 +170,10 @@ pub async fn find_job(state: &AppState, raw_id: &str) -> Result<JobRecord, ApiEr
     ))]
 pub async fn get_job(
     State(state): State<AppState>,
+    ClientAuth(caller): ClientAuth,
     Path(id): Path<String>,
 ) -> Result<Json<JobOut>, ApiError> {
-    let job = find_job(&state, &id).await?;
+    let job = find_job(&state, &caller, &id).await?;
     Ok(Json(job_out(&state, job).await?))
 }
 
@@ -168,7 +197,8 @@ pub struct JobList {
     pub next: Option<String>,
 }
 
-/// Jobs, newest first, with cursor pagination.
+/// Jobs, newest first, with cursor pagination: a client's own, or every
+/// job for an admin.
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
     responses(
         (status = 200, description = "A page of jobs", body = JobList),
@@ -176,6 +206,7 @@ pub struct JobList {
     ))]
 pub async fn list_jobs(
     State(state): State<AppState>,
+    ClientAuth(caller): ClientAuth,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<JobList>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
@@ -222,7 +253,7 @@ pub async fn list_jobs(
         })
         .transpose()?;
     let db = &state.backends.db;
-    let page = db::jobs::list(db, before, status, limit).await?;
+    let page = db::jobs::list(db, caller.owner_filter(), before, status, limit).await?;
     let ids: Vec<Uuid> = page.jobs.iter().map(|j| j.id).collect();
     let outputs = db::jobs::outputs_of(db, &ids).await?;
     let mut jobs = Vec::with_capacity(page.jobs.len());
@@ -256,9 +287,10 @@ pub async fn list_jobs(
     ))]
 pub async fn cancel_job(
     State(state): State<AppState>,
+    ClientAuth(caller): ClientAuth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = parse_job_id(&id)?;
+    let id = find_job(&state, &caller, &id).await?.id;
     let backends = &state.backends;
     match db::jobs::cancel(&backends.db, id).await? {
         CancelOutcome::Canceled(job) => {
@@ -317,9 +349,10 @@ async fn publish_quietly(state: &AppState, message: &events::EventMessage) {
     ))]
 pub async fn get_output(
     State(state): State<AppState>,
+    caller: Caller,
     Path((id, index)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let job = find_job(&state, &id).await?;
+    let job = find_job_images(&state, &caller, &id).await?;
     if job.status != JobStatus::Succeeded {
         return Err(ApiError::Conflict {
             code: "not_ready",
@@ -347,7 +380,7 @@ pub async fn get_output(
             (header::CONTENT_TYPE, "image/png".to_owned()),
             (
                 header::CACHE_CONTROL,
-                "public, max-age=31536000, immutable".to_owned(),
+                "private, max-age=31536000, immutable".to_owned(),
             ),
             (
                 header::CONTENT_DISPOSITION,
@@ -375,9 +408,10 @@ pub enum Upload {
     ))]
 pub async fn get_input(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    get_upload(&state, &id, Upload::Input).await
+    get_upload(&state, &caller, &id, Upload::Input).await
 }
 
 /// The mask a job was submitted with (as uploaded).
@@ -389,13 +423,19 @@ pub async fn get_input(
     ))]
 pub async fn get_mask(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    get_upload(&state, &id, Upload::Mask).await
+    get_upload(&state, &caller, &id, Upload::Mask).await
 }
 
-async fn get_upload(state: &AppState, id: &str, which: Upload) -> Result<Response, ApiError> {
-    let job = find_job(state, id).await?;
+async fn get_upload(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    which: Upload,
+) -> Result<Response, ApiError> {
+    let job = find_job_images(state, caller, id).await?;
     let key = match which {
         Upload::Input => job.image_key,
         Upload::Mask => job.mask_key.ok_or_else(|| {
@@ -411,7 +451,10 @@ async fn get_upload(state: &AppState, id: &str, which: Upload) -> Result<Respons
     Ok((
         [
             (header::CONTENT_TYPE, kind),
-            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            (
+                header::CACHE_CONTROL,
+                "private, max-age=31536000, immutable",
+            ),
         ],
         bytes,
     )

@@ -6,11 +6,11 @@ pub mod edits;
 pub mod events;
 pub mod health;
 pub mod jobs;
+pub mod keys;
 pub mod models;
 pub mod preferences;
 pub mod ratings;
 pub mod stats;
-pub mod volunteers;
 pub mod vote_page;
 
 use axum::Router;
@@ -38,7 +38,8 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/mask", get(jobs::get_mask))
         .route("/jobs/{id}/ratings", post(ratings::rate))
         .route("/models", get(models::list_models))
-        .route("/volunteers", post(volunteers::create_volunteer))
+        .route("/keys", post(keys::create_key).get(keys::list_keys))
+        .route("/keys/{id}", axum::routing::delete(keys::revoke_key))
         .route(
             "/comparisons",
             post(comparisons::create_comparison).layer(DefaultBodyLimit::max(upload_limit)),

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -28,7 +29,10 @@ pub struct ModelList {
 /// Every model a worker has served, with its defaults and live worker count.
 #[utoipa::path(get, path = "/v1/models", tag = "models",
     responses((status = 200, description = "The models", body = ModelList)))]
-pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
+pub async fn list_models(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<Json<ModelList>, ApiError> {
     let models = db::models::list(&state.backends.db).await?;
     Ok(Json(ModelList {
         models: models

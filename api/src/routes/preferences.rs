@@ -14,6 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::body;
+use crate::auth::AdminAuth;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -94,6 +95,7 @@ impl PreferenceLine {
     responses((status = 200, description = "JSON Lines of PreferenceLine", content_type = "application/x-ndjson", body = PreferenceLine)))]
 pub async fn export(
     State(state): State<AppState>,
+    _admin: AdminAuth,
     query: Result<Query<ExportQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = body::query(query)?;

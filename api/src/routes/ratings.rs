@@ -42,14 +42,12 @@ pub struct RatingOut {
 
 /// Records an expert's scores of one output; rating again replaces them.
 #[utoipa::path(post, path = "/v1/jobs/{id}/ratings", tag = "feedback",
-    security(("volunteer_token" = [])),
     params(("id" = Uuid, Path, description = "Job id")),
     request_body = RatingIn,
     responses(
         (status = 201, description = "Recorded", body = RatingOut),
         (status = 200, description = "Replaced the earlier rating", body = RatingOut),
-        (status = 401, description = "No or unknown volunteer token", body = ErrorResponse),
-        (status = 403, description = "The volunteer is not an expert", body = ErrorResponse),
+        (status = 403, description = "Not a volunteer key, or the volunteer is not an expert", body = ErrorResponse),
         (status = 409, description = "The job has not succeeded", body = ErrorResponse),
         (status = 422, description = "A score is missing or out of range", body = ErrorResponse),
     ))]

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::body;
+use crate::auth::AdminAuth;
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
 
@@ -55,6 +56,7 @@ pub struct GsbReport {
     ))]
 pub async fn gsb(
     State(state): State<AppState>,
+    _admin: AdminAuth,
     query: Result<Query<GsbQuery>, QueryRejection>,
 ) -> Result<Json<GsbReport>, ApiError> {
     let q = body::query(query)?;
@@ -111,7 +113,10 @@ pub struct RatingReport {
 /// column group (coherence, structure, aesthetics) per task.
 #[utoipa::path(get, path = "/v1/stats/ratings", tag = "feedback",
     responses((status = 200, description = "The means", body = RatingReport)))]
-pub async fn ratings(State(state): State<AppState>) -> Result<Json<RatingReport>, ApiError> {
+pub async fn ratings(
+    State(state): State<AppState>,
+    _admin: AdminAuth,
+) -> Result<Json<RatingReport>, ApiError> {
     let mut models: Vec<ModelScores> = Vec::new();
     // Rows come ordered by model, then task.
     for r in feedback::rating_means(&state.backends.db).await? {

@@ -1,6 +1,7 @@
 //! A real ByteEdit service for tests: the API on an ephemeral port and
 //! in-process workers with the tiny fixture model, against the real Postgres
-//! and Redis, each test with its own database and Redis prefix.
+//! and Redis, each test with its own database and Redis prefix. Requests go
+//! out with real API keys: `http` as a client, `admin` as an admin.
 
 #![allow(dead_code)]
 
@@ -8,6 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use byteedit_api::ApiArgs;
+use byteedit_jobs::access::Role;
+use byteedit_jobs::db::api_keys::{self, NewKey};
 use byteedit_jobs::{Backends, ConnectArgs};
 use byteedit_worker::{ModelSpec, Worker, WorkerArgs, WorkerHandle};
 use futures_util::StreamExt;
@@ -16,8 +19,6 @@ use sqlx::Connection;
 use tokio::sync::oneshot;
 
 pub const MODEL: &str = "tiny";
-/// The API's `--admin-token` in tests.
-pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 pub fn tiny_model() -> PathBuf {
     PathBuf::from(concat!(
@@ -42,7 +43,12 @@ fn redis_url() -> String {
 
 pub struct Service {
     pub base: String,
+    /// Sends the `client_key`.
     pub http: reqwest::Client,
+    /// Sends the `admin_key`.
+    pub admin: reqwest::Client,
+    pub client_key: String,
+    pub admin_key: String,
     pub backends: Backends,
     pub connect: ConnectArgs,
     pub workers: Vec<WorkerHandle>,
@@ -54,6 +60,11 @@ pub struct Service {
 impl Service {
     /// The API plus `workers` workers serving the tiny model as `tiny`.
     pub async fn start(workers: usize) -> Service {
+        Self::start_with(workers, |_| {}).await
+    }
+
+    /// As `start`, with adjusted API settings (limits).
+    pub async fn start_with(workers: usize, adjust: impl FnOnce(&mut ApiArgs)) -> Service {
         let tag = uuid::Uuid::new_v4().simple().to_string();
         let database = format!("byteedit_test_{tag}");
         let storage = tempfile::tempdir().unwrap();
@@ -69,10 +80,15 @@ impl Service {
             .expect("Postgres and Redis must be running");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let api = ApiArgs {
-            admin_token: Some(ADMIN_TOKEN.into()),
+        // Tests poll quickly; the rate limit has tests of its own.
+        let mut api = ApiArgs {
+            rate_limit: 1_000_000,
+            rate_burst: 100_000,
             ..ApiArgs::default()
         };
+        adjust(&mut api);
+        let client_key = make_key(&backends, "test client", Role::Client, None).await;
+        let admin_key = make_key(&backends, "test admin", Role::Admin, None).await;
         let state = byteedit_api::app_state(&api, backends.clone());
         let (stop_api, stopped) = oneshot::channel::<()>();
         tokio::spawn(byteedit_api::serve(listener, state, async {
@@ -80,7 +96,10 @@ impl Service {
         }));
         let mut service = Service {
             base,
-            http: reqwest::Client::new(),
+            http: authorized(&client_key),
+            admin: authorized(&admin_key),
+            client_key,
+            admin_key,
             backends,
             connect,
             workers: Vec::new(),
@@ -171,8 +190,17 @@ impl Service {
     }
 
     pub async fn post_form_to(&self, path: &str, form: reqwest::multipart::Form) -> (u16, Value) {
-        let response = self
-            .http
+        self.post_form_as(&self.http, path, form).await
+    }
+
+    /// POST a form with `http` (`self.admin`, or a client with another key).
+    pub async fn post_form_as(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        form: reqwest::multipart::Form,
+    ) -> (u16, Value) {
+        let response = http
             .post(self.url(path))
             .multipart(form)
             .send()
@@ -206,20 +234,22 @@ impl Service {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    /// Registers a volunteer (an expert with the admin token) and returns its token.
+    /// Registers a volunteer through `POST /v1/keys` and returns its key.
     pub async fn volunteer(&self, name: &str, expert: bool) -> String {
-        let response = self
-            .http
-            .post(self.url("/v1/volunteers"))
-            .header("x-admin-token", ADMIN_TOKEN)
-            .json(&serde_json::json!({"name": name, "expert": expert}))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap();
+        let (status, body) = self
+            .post_json(
+                "/v1/keys",
+                Some(&self.admin_key),
+                serde_json::json!({"name": name, "role": "volunteer", "expert": expert}),
+            )
+            .await;
         assert_eq!(status, 201, "{body}");
-        body["token"].as_str().unwrap().to_owned()
+        body["key"].as_str().unwrap().to_owned()
+    }
+
+    /// A new key with `role`, made as `byteedit keys create` makes it.
+    pub async fn key(&self, name: &str, role: Role, rate_limit: Option<u32>) -> String {
+        make_key(&self.backends, name, role, rate_limit).await
     }
 
     /// Runs the fixture input on two models as a comparison; returns it once
@@ -239,10 +269,12 @@ impl Service {
                 "mask",
                 reqwest::multipart::Part::bytes(fixture_bytes("expected_mask.png")),
             );
-        let (status, comparison) = self.post_form_to("/v1/comparisons", form).await;
+        let (status, comparison) = self
+            .post_form_as(&self.admin, "/v1/comparisons", form)
+            .await;
         assert_eq!(status, 201, "{comparison}");
         for job in ["candidate_job", "baseline_job"] {
-            self.wait_for(comparison[job].as_str().unwrap(), |j| {
+            self.wait_for_as(&self.admin, comparison[job].as_str().unwrap(), |j| {
                 j["status"] == "succeeded"
             })
             .await;
@@ -295,8 +327,23 @@ impl Service {
 
     /// Polls a job until `done` says so (bounded in time).
     pub async fn wait_for(&self, job: &str, done: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for_as(&self.http, job, done).await
+    }
+
+    /// As `wait_for`, polling with `http` (`self.admin` sees every job).
+    pub async fn wait_for_as(
+        &self,
+        http: &reqwest::Client,
+        job: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         for _ in 0..1200 {
-            let (_, body) = self.get(&format!("/v1/jobs/{job}")).await;
+            let response = http
+                .get(self.url(&format!("/v1/jobs/{job}")))
+                .send()
+                .await
+                .unwrap();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
             if done(&body) {
                 return body;
             }
@@ -306,7 +353,11 @@ impl Service {
     }
 
     pub async fn download(&self, path: &str) -> (u16, String, Vec<u8>) {
-        let response = self.http.get(self.url(path)).send().await.unwrap();
+        self.download_as(&self.http, path).await
+    }
+
+    pub async fn download_as(&self, http: &reqwest::Client, path: &str) -> (u16, String, Vec<u8>) {
+        let response = http.get(self.url(path)).send().await.unwrap();
         let status = response.status().as_u16();
         let kind = response
             .headers()
@@ -334,6 +385,29 @@ impl Service {
             .await
             .unwrap();
     }
+}
+
+async fn make_key(backends: &Backends, name: &str, role: Role, rate_limit: Option<u32>) -> String {
+    let new = NewKey {
+        name,
+        role,
+        expert: false,
+        rate_limit,
+    };
+    api_keys::create(&backends.db, &new).await.unwrap().1
+}
+
+/// A client that sends `key` on every request (a request's own
+/// `bearer_auth` replaces it).
+pub fn authorized(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).unwrap();
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 /// Asserts the one error shape and returns its code.

@@ -1,7 +1,6 @@
 //! The `volunteers`, `comparisons`, `presentations`, `votes` and `ratings` tables.
 
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -14,43 +13,6 @@ pub struct Volunteer {
     pub id: Uuid,
     pub name: String,
     pub expert: bool,
-}
-
-fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Records a volunteer and returns it with its bearer token (shown once;
-/// only its hash is stored).
-pub async fn create_volunteer(
-    db: &PgPool,
-    name: &str,
-    expert: bool,
-) -> Result<(Volunteer, String)> {
-    let token = format!("vol_{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
-    let volunteer: Volunteer = sqlx::query_as(
-        "INSERT INTO volunteers (id, name, expert, token_hash) VALUES ($1, $2, $3, $4) \
-         RETURNING id, name, expert",
-    )
-    .bind(Uuid::now_v7())
-    .bind(name)
-    .bind(expert)
-    .bind(token_hash(&token))
-    .fetch_one(db)
-    .await?;
-    Ok((volunteer, token))
-}
-
-pub async fn volunteer_by_token(db: &PgPool, token: &str) -> Result<Option<Volunteer>> {
-    Ok(
-        sqlx::query_as("SELECT id, name, expert FROM volunteers WHERE token_hash = $1")
-            .bind(token_hash(token))
-            .fetch_optional(db)
-            .await?,
-    )
 }
 
 /// A pair of outputs of the same input, candidate against baseline.
@@ -95,6 +57,17 @@ pub async fn insert_comparison(db: &PgPool, c: &Comparison) -> Result<Comparison
     .bind(c.votes_wanted)
     .fetch_one(db)
     .await?)
+}
+
+/// Whether `job` is one side of a comparison (volunteers may see its images).
+pub async fn in_comparison(db: &PgPool, job: Uuid) -> Result<bool> {
+    let (found,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM comparisons WHERE candidate_job = $1 OR baseline_job = $1)",
+    )
+    .bind(job)
+    .fetch_one(db)
+    .await?;
+    Ok(found)
 }
 
 pub async fn get_comparison(db: &PgPool, id: Uuid) -> Result<Option<Comparison>> {

@@ -1,4 +1,6 @@
-//! The `idempotency_keys` table: one job per `Idempotency-Key`.
+//! The `idempotency_keys` table: one job per `Idempotency-Key` and client.
+//! A key is remembered for [`KEY_LIFETIME_HOURS`]; after that it may be used
+//! for a new request (clients retry within minutes, not days).
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -18,10 +20,23 @@ pub enum KeyState {
     Mismatch,
 }
 
-pub async fn reserve(db: &PgPool, key: &str, fingerprint: &str) -> Result<KeyState> {
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (key, fingerprint) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+pub const KEY_LIFETIME_HOURS: i32 = 24;
+
+pub async fn reserve(db: &PgPool, owner: Uuid, key: &str, fingerprint: &str) -> Result<KeyState> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE owner_key = $1 AND key = $2 \
+         AND created_at < now() - make_interval(hours => $3)",
     )
+    .bind(owner)
+    .bind(key)
+    .bind(KEY_LIFETIME_HOURS)
+    .execute(db)
+    .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (owner_key, key, fingerprint) VALUES ($1, $2, $3) \
+         ON CONFLICT (owner_key, key) DO NOTHING",
+    )
+    .bind(owner)
     .bind(key)
     .bind(fingerprint)
     .execute(db)
@@ -29,11 +44,13 @@ pub async fn reserve(db: &PgPool, key: &str, fingerprint: &str) -> Result<KeySta
     if inserted.rows_affected() == 1 {
         return Ok(KeyState::Reserved);
     }
-    let row: Option<(String, Option<Uuid>)> =
-        sqlx::query_as("SELECT fingerprint, job_id FROM idempotency_keys WHERE key = $1")
-            .bind(key)
-            .fetch_optional(db)
-            .await?;
+    let row: Option<(String, Option<Uuid>)> = sqlx::query_as(
+        "SELECT fingerprint, job_id FROM idempotency_keys WHERE owner_key = $1 AND key = $2",
+    )
+    .bind(owner)
+    .bind(key)
+    .fetch_optional(db)
+    .await?;
     Ok(match row {
         Some((f, _)) if f != fingerprint => KeyState::Mismatch,
         Some((_, Some(job))) => KeyState::Done(job),
@@ -44,8 +61,9 @@ pub async fn reserve(db: &PgPool, key: &str, fingerprint: &str) -> Result<KeySta
 }
 
 /// Records the job the key's request created.
-pub async fn complete(db: &PgPool, key: &str, job: Uuid) -> Result<()> {
-    sqlx::query("UPDATE idempotency_keys SET job_id = $2 WHERE key = $1")
+pub async fn complete(db: &PgPool, owner: Uuid, key: &str, job: Uuid) -> Result<()> {
+    sqlx::query("UPDATE idempotency_keys SET job_id = $3 WHERE owner_key = $1 AND key = $2")
+        .bind(owner)
         .bind(key)
         .bind(job)
         .execute(db)
@@ -54,10 +72,13 @@ pub async fn complete(db: &PgPool, key: &str, job: Uuid) -> Result<()> {
 }
 
 /// Frees a key whose request failed, so a retry can use it.
-pub async fn release(db: &PgPool, key: &str) -> Result<()> {
-    sqlx::query("DELETE FROM idempotency_keys WHERE key = $1 AND job_id IS NULL")
-        .bind(key)
-        .execute(db)
-        .await?;
+pub async fn release(db: &PgPool, owner: Uuid, key: &str) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE owner_key = $1 AND key = $2 AND job_id IS NULL",
+    )
+    .bind(owner)
+    .bind(key)
+    .execute(db)
+    .await?;
     Ok(())
 }

@@ -19,6 +19,8 @@ pub struct NewJob {
     pub mask_key: Option<String>,
     pub width: u32,
     pub height: u32,
+    /// The submitting API key.
+    pub owner_key: Option<Uuid>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -36,6 +38,7 @@ struct JobRow {
     progress_total: i32,
     cancel_requested: bool,
     worker_id: Option<Uuid>,
+    owner_key: Option<Uuid>,
     attempts: i32,
     error_code: Option<String>,
     error_message: Option<String>,
@@ -63,6 +66,7 @@ impl TryFrom<JobRow> for JobRecord {
             progress_total: r.progress_total as u32,
             cancel_requested: r.cancel_requested,
             worker_id: r.worker_id,
+            owner_key: r.owner_key,
             attempts: r.attempts as u32,
             error: match (r.error_code, r.error_message) {
                 (Some(code), message) => Some(JobError {
@@ -84,7 +88,7 @@ impl TryFrom<JobRow> for JobRecord {
 macro_rules! job_columns {
     () => {
         "id, status, task, model, params, image_key, mask_key, width, height, \
-         progress_step, progress_total, cancel_requested, worker_id, attempts, error_code, \
+         progress_step, progress_total, cancel_requested, worker_id, owner_key, attempts, error_code, \
          error_message, timings, geometry, created_at, started_at, finished_at"
     };
 }
@@ -95,8 +99,8 @@ fn records(rows: Vec<JobRow>) -> Result<Vec<JobRecord>> {
 
 pub async fn insert(db: &PgPool, job: &NewJob) -> Result<JobRecord> {
     let row: JobRow = sqlx::query_as(concat!(
-        "INSERT INTO jobs (id, status, task, model, params, image_key, mask_key, width, height, progress_total) \
-         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9) \
+        "INSERT INTO jobs (id, status, task, model, params, image_key, mask_key, width, height, progress_total, owner_key) \
+         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          RETURNING ",
         job_columns!()
     ),
@@ -110,6 +114,7 @@ pub async fn insert(db: &PgPool, job: &NewJob) -> Result<JobRecord> {
     .bind(job.width as i32)
     .bind(job.height as i32)
     .bind(job.params.total_steps() as i32)
+    .bind(job.owner_key)
     .fetch_one(db)
     .await?;
     row.try_into()
@@ -135,10 +140,12 @@ pub struct Page {
     pub next: Option<Uuid>,
 }
 
-/// Jobs newest first. Ids are UUIDv7, so "created before" is "id less than",
-/// and the last id of a page is the cursor of the next.
+/// Jobs newest first, of one owner or (`owner: None`) of all. Ids are
+/// UUIDv7, so "created before" is "id less than", and the last id of a page
+/// is the cursor of the next.
 pub async fn list(
     db: &PgPool,
+    owner: Option<Uuid>,
     before: Option<Uuid>,
     status: Option<JobStatus>,
     limit: u32,
@@ -148,11 +155,13 @@ pub async fn list(
         job_columns!(),
         " FROM jobs \
          WHERE ($1::uuid IS NULL OR id < $1) AND ($2::text IS NULL OR status = $2) \
+         AND ($4::uuid IS NULL OR owner_key = $4) \
          ORDER BY id DESC LIMIT $3"
     ))
     .bind(before)
     .bind(status.map(JobStatus::as_str))
     .bind(limit as i64 + 1)
+    .bind(owner)
     .fetch_all(db)
     .await?;
     let mut jobs = records(rows)?;
@@ -163,6 +172,21 @@ pub async fn list(
         None
     };
     Ok(Page { jobs, next })
+}
+
+/// How many jobs of `model` wait to start, and how many ended in the last
+/// `minutes` (the workers' recent pace), for admission control.
+pub async fn backlog(db: &PgPool, model: &str, minutes: i32) -> Result<(u64, u64)> {
+    let (queued, finished): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'queued'), \
+                count(*) FILTER (WHERE finished_at > now() - make_interval(mins => $2)) \
+         FROM jobs WHERE model = $1 AND (status = 'queued' OR finished_at > now() - make_interval(mins => $2))",
+    )
+    .bind(model)
+    .bind(minutes)
+    .fetch_one(db)
+    .await?;
+    Ok((queued as u64, finished as u64))
 }
 
 /// 1 for the next job of its model to run, 2 for the one after, ...
@@ -216,6 +240,8 @@ pub async fn awaiting_delivery(
 
 /// What a worker's claim on a delivered job found.
 #[derive(Debug)]
+// One per delivery, moved straight into the run: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Claim {
     /// The job is this worker's now (attempt `job.attempts`).
     Claimed(JobRecord),

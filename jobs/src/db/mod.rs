@@ -1,5 +1,6 @@
 //! Postgres records: one module per table family.
 
+pub mod api_keys;
 pub mod feedback;
 pub mod idempotency;
 pub mod jobs;

@@ -8,6 +8,10 @@
 //!    at a time and followed over SSE; overhead = client-seen end-to-end time
 //!    minus the engine's own time (`timings.model_ms`).
 //!
+//! 3. Key check: what every authenticated request adds (the key lookup in
+//!    Postgres, the rate-limit script in Redis), next to a bare `SELECT 1`
+//!    and `PING` on the same connections, in the same run.
+//!
 //! Options: `--clients N` (32), `--seconds S` (10), `--jobs N` (100),
 //! `--storage URL` (a temporary folder), `--json FILE`.
 
@@ -158,6 +162,55 @@ async fn submissions(
     })
 }
 
+/// p50 of `n` sequential runs of each step, in ms.
+async fn key_check(service: &Service, n: usize) -> Value {
+    use byteedit_jobs::db::api_keys;
+    let backends = &service.backends;
+    let key = api_keys::authenticate(&backends.db, &service.client_key)
+        .await
+        .unwrap()
+        .unwrap();
+    let id = key.id.to_string();
+    let (mut select, mut lookup, mut ping, mut meter) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..n {
+        let t = Instant::now();
+        sqlx::query("SELECT 1").execute(&backends.db).await.unwrap();
+        select.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        api_keys::authenticate(&backends.db, &service.client_key)
+            .await
+            .unwrap()
+            .unwrap();
+        lookup.push(t.elapsed().as_secs_f64() * 1000.0);
+        let mut conn = backends.conn.clone();
+        let t = Instant::now();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .unwrap();
+        ping.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        byteedit_jobs::rate_limit::spend(&backends.conn, &backends.prefix, &id, 1_000_000, 1000)
+            .await
+            .unwrap();
+        meter.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let p50 = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 0.5)
+    };
+    let (select, lookup, ping, meter) = (p50(select), p50(lookup), p50(ping), p50(meter));
+    json!({
+        "runs": n,
+        "postgres_select_1_p50_ms": select,
+        "key_lookup_p50_ms": lookup,
+        "key_lookup_vs_select_1": lookup / select,
+        "redis_ping_p50_ms": ping,
+        "rate_limit_p50_ms": meter,
+        "rate_limit_vs_ping": meter / ping,
+    })
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let o = options();
@@ -249,7 +302,9 @@ async fn main() {
         "submit_and_sse_p50_ms": percentile(&rest, 0.5),
     });
     eprintln!("queue overhead: {overhead}");
-    let report: Value = json!({ "submit": submit, "queue": overhead });
+    let auth = key_check(&service, 1000).await;
+    eprintln!("key check: {auth}");
+    let report: Value = json!({ "submit": submit, "queue": overhead, "key_check": auth });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
     if let Some(path) = o.json {
         let path = std::path::PathBuf::from(path);

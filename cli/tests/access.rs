@@ -7,21 +7,13 @@ use std::process::Command;
 
 use byteedit_jobs::access::Role;
 use serde_json::{Value, json};
-use support::{Service, authorized, error_code, fixture_bytes};
+use support::{Service, authorized, error_code, fixture_form};
 
 fn edit_form(prompt: &str) -> reqwest::multipart::Form {
-    reqwest::multipart::Form::new()
-        .text("task", "inpaint")
-        .text("prompt", prompt.to_owned())
-        .text("steps", "1")
-        .part(
-            "image",
-            reqwest::multipart::Part::bytes(fixture_bytes("expected_image.png")),
-        )
-        .part(
-            "mask",
-            reqwest::multipart::Part::bytes(fixture_bytes("expected_mask.png")),
-        )
+    fixture_form(
+        &[("task", "inpaint"), ("prompt", prompt), ("steps", "1")],
+        true,
+    )
 }
 
 async fn status_of(request: reqwest::RequestBuilder) -> (u16, Value) {

@@ -6,7 +6,7 @@ mod support;
 
 use byteedit_jobs::feedback::GsbStats;
 use serde_json::{Value, json};
-use support::{Service, authorized, error_code, fixture_bytes};
+use support::{Service, authorized, error_code, fixture_bytes, fixture_form};
 
 const CANDIDATE: &str = "tiny-v2";
 const BASELINE: &str = "tiny";
@@ -298,18 +298,14 @@ async fn comparisons_need_two_finished_jobs_of_the_same_input() {
         );
     }
     // One input on two models: the same model twice is refused.
-    let form = reqwest::multipart::Form::new()
-        .text("task", "erase")
-        .text("candidate_model", BASELINE)
-        .text("baseline_model", BASELINE)
-        .part(
-            "image",
-            reqwest::multipart::Part::bytes(fixture_bytes("expected_image.png")),
-        )
-        .part(
-            "mask",
-            reqwest::multipart::Part::bytes(fixture_bytes("expected_mask.png")),
-        );
+    let form = fixture_form(
+        &[
+            ("task", "erase"),
+            ("candidate_model", BASELINE),
+            ("baseline_model", BASELINE),
+        ],
+        true,
+    );
     let (status, err) = service
         .post_form_as(&service.admin, "/v1/comparisons", form)
         .await;

@@ -11,7 +11,7 @@ use byteedit_models::tasks::EditPlan;
 use byteedit_models::{EditRequest, InpaintModel, SchedulerKind};
 use byteedit_worker::inputs::task_options;
 use serde_json::Value;
-use support::{MODEL, Service, error_code, fixture_bytes, tiny_model};
+use support::{MODEL, Service, error_code, fixture_bytes, fixture_form, tiny_model};
 
 fn id(job: &Value) -> String {
     job["id"].as_str().unwrap().to_owned()
@@ -653,18 +653,10 @@ async fn an_idempotency_key_makes_one_job_per_request() {
     service.workers.pop().unwrap().stop().await.unwrap();
 
     let post = |key: &'static str, prompt: &'static str, steps: &'static str| {
-        let form = reqwest::multipart::Form::new()
-            .text("task", "inpaint")
-            .text("prompt", prompt)
-            .text("steps", steps)
-            .part(
-                "image",
-                reqwest::multipart::Part::bytes(fixture_bytes("expected_image.png")),
-            )
-            .part(
-                "mask",
-                reqwest::multipart::Part::bytes(fixture_bytes("expected_mask.png")),
-            );
+        let form = fixture_form(
+            &[("task", "inpaint"), ("prompt", prompt), ("steps", steps)],
+            true,
+        );
         let request = service
             .http
             .post(service.url("/v1/edits"))

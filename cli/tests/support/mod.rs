@@ -167,22 +167,7 @@ impl Service {
 
     /// POST /v1/edits with text fields and the fixture image (and mask).
     pub async fn submit(&self, fields: &[(&str, &str)], with_mask: bool) -> (u16, Value) {
-        let mut form = reqwest::multipart::Form::new().part(
-            "image",
-            reqwest::multipart::Part::bytes(fixture_bytes("expected_image.png"))
-                .file_name("image.png"),
-        );
-        if with_mask {
-            form = form.part(
-                "mask",
-                reqwest::multipart::Part::bytes(fixture_bytes("expected_mask.png"))
-                    .file_name("mask.png"),
-            );
-        }
-        for (k, v) in fields {
-            form = form.text(k.to_string(), v.to_string());
-        }
-        self.post_form(form).await
+        self.post_form(fixture_form(fields, with_mask)).await
     }
 
     pub async fn post_form(&self, form: reqwest::multipart::Form) -> (u16, Value) {
@@ -255,20 +240,16 @@ impl Service {
     /// Runs the fixture input on two models as a comparison; returns it once
     /// both jobs have succeeded.
     pub async fn comparison_run(&self, candidate: &str, baseline: &str, task: &str) -> Value {
-        let form = reqwest::multipart::Form::new()
-            .text("task", task.to_owned())
-            .text("prompt", "a red apple")
-            .text("steps", "1")
-            .text("candidate_model", candidate.to_owned())
-            .text("baseline_model", baseline.to_owned())
-            .part(
-                "image",
-                reqwest::multipart::Part::bytes(fixture_bytes("expected_image.png")),
-            )
-            .part(
-                "mask",
-                reqwest::multipart::Part::bytes(fixture_bytes("expected_mask.png")),
-            );
+        let form = fixture_form(
+            &[
+                ("task", task),
+                ("prompt", "a red apple"),
+                ("steps", "1"),
+                ("candidate_model", candidate),
+                ("baseline_model", baseline),
+            ],
+            true,
+        );
         let (status, comparison) = self
             .post_form_as(&self.admin, "/v1/comparisons", form)
             .await;
@@ -408,6 +389,25 @@ pub fn authorized(key: &str) -> reqwest::Client {
         .default_headers(headers)
         .build()
         .unwrap()
+}
+
+/// A form with text `fields`, the fixture image and (`with_mask`) its mask.
+pub fn fixture_form(fields: &[(&str, &str)], with_mask: bool) -> reqwest::multipart::Form {
+    let mut form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(fixture_bytes("expected_image.png")).file_name("image.png"),
+    );
+    if with_mask {
+        form = form.part(
+            "mask",
+            reqwest::multipart::Part::bytes(fixture_bytes("expected_mask.png"))
+                .file_name("mask.png"),
+        );
+    }
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    form
 }
 
 /// Asserts the one error shape and returns its code.

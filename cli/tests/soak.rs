@@ -19,7 +19,7 @@ const CLIENTS: u64 = 6;
 /// Most unfinished jobs per client, so the backlog stays drainable.
 const IN_FLIGHT: usize = 2;
 /// Time between two SIGKILLs of the worker.
-const KILL_EVERY: Duration = Duration::from_secs(6);
+const KILL_EVERY: Duration = Duration::from_secs(7);
 
 /// A small deterministic generator (no `rand` in tests' dependencies).
 struct Rng(u64);
@@ -87,7 +87,7 @@ async fn client(service: Arc<Service>, ledger: Arc<Mutex<Ledger>>, seed: u64) {
             }
         }
         // Now and then a client gives up on one of its jobs.
-        if !mine.is_empty() && rng.below(6) == 0 {
+        if !mine.is_empty() && rng.below(25) == 0 {
             let id = mine.swap_remove(rng.below(mine.len() as u64) as usize);
             let (status, body) = service.delete(&format!("/v1/jobs/{id}")).await;
             assert!(matches!(status, 200 | 202 | 409), "{status} {body}");

@@ -42,7 +42,7 @@ and download the outputs. Every error has the shape `{\"error\": {\"code\", \"me
         health::metrics,
     ),
     components(schemas(byteedit_jobs::events::JobEvent, comparisons::ComparisonRun)),
-    modifiers(&VolunteerToken),
+    modifiers(&VolunteerToken, &Unavailable),
     tags(
         (name = "edits", description = "Submit edits"),
         (name = "jobs", description = "Follow, list and cancel jobs; download outputs"),
@@ -63,6 +63,56 @@ impl Modify for VolunteerToken {
                 "volunteer_token",
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
             );
+        }
+    }
+}
+
+/// Every route that reads Postgres or Redis answers 503 with `Retry-After`
+/// while one of them is down (`database_unavailable`, `queue_unavailable`):
+/// documented once here rather than on each handler.
+struct Unavailable;
+
+impl Modify for Unavailable {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, ResponseBuilder, schema::Type};
+        let response = ResponseBuilder::new()
+            .description(
+                "Postgres or Redis is unavailable (`database_unavailable`, `queue_unavailable`); \
+                 retry after `Retry-After` seconds",
+            )
+            .header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(utoipa::openapi::ObjectBuilder::new().schema_type(Type::Integer))
+                    .description(Some("Seconds to wait before retrying"))
+                    .build(),
+            )
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorResponse")))
+                    .build(),
+            )
+            .build();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if matches!(path.as_str(), "/healthz" | "/metrics") {
+                continue;
+            }
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                operation
+                    .responses
+                    .responses
+                    .insert("503".into(), response.clone().into());
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ mod support;
 use byteedit_jobs::db;
 use byteedit_jobs::db::jobs::NewOutput;
 use byteedit_jobs::{Geometry, JobTimings};
+use futures_util::StreamExt;
 use support::{MODEL, Service};
 use uuid::Uuid;
 
@@ -468,5 +469,85 @@ async fn sigterm_within_the_grace_period_finishes_the_job_and_exits_0() {
     assert!(status.success(), "{status}");
     let (_, done) = service.get(&format!("/v1/jobs/{id}")).await;
     assert_eq!(done["status"], "succeeded", "{done}");
+    service.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_api_finish_requests_in_flight_and_exit_0() {
+    let mut service = Service::start(0).await;
+    queue_only(&mut service).await;
+    let port = support::servers::free_port();
+    let c = &service.connect;
+    let mut api = std::process::Command::new(env!("CARGO_BIN_EXE_byteedit"))
+        .arg("api")
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .args(["--database-url", &c.database_url])
+        .args(["--redis-url", &c.redis_url])
+        .args(["--storage-url", &c.storage_url])
+        .args(["--redis-prefix", &c.redis_prefix])
+        .args(["--shutdown-grace-secs", "20"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..300 {
+        if service
+            .http
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // An upload still arriving when SIGTERM comes: half the image, a pause,
+    // the rest.
+    let image = support::fixture_bytes("expected_image.png");
+    let (first, rest) = image.split_at(image.len() / 2);
+    let chunks = futures_util::stream::iter([(first.to_vec(), 0), (rest.to_vec(), 1500)]).then(
+        |(chunk, pause)| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            Ok::<_, std::io::Error>(chunk)
+        },
+    );
+    let form = reqwest::multipart::Form::new()
+        .text("task", "inpaint")
+        .text("prompt", "x")
+        .text("steps", "1")
+        .part(
+            "mask",
+            reqwest::multipart::Part::bytes(support::fixture_bytes("expected_mask.png"))
+                .file_name("mask.png"),
+        )
+        .part(
+            "image",
+            reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(chunks))
+                .file_name("image.png"),
+        );
+    let upload = tokio::spawn(
+        service
+            .http
+            .post(format!("{base}/v1/edits"))
+            .multipart(form)
+            .send(),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    sigterm(&api);
+    let response = upload
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(response.status(), 202);
+    let job: serde_json::Value = response.json().await.unwrap();
+    let status = exit_of(&mut api, std::time::Duration::from_secs(15)).await;
+    assert!(status.success(), "{status}");
+    // The job it accepted is there, queued.
+    let (_, stored) = service
+        .get(&format!("/v1/jobs/{}", job["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(stored["status"], "queued", "{stored}");
     service.finish().await;
 }

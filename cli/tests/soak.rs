@@ -164,7 +164,6 @@ async fn soak_with_a_worker_killed_again_and_again_loses_nothing() {
             _ => lost.push((id.clone(), finals.get(id).cloned(), count)),
         }
     }
-    let ledger = ledger.lock().unwrap();
     let (failure_codes,): (serde_json::Value,) = sqlx::query_as(
         "SELECT coalesce(json_object_agg(code, n), '{}') FROM \
          (SELECT error_code AS code, count(*) AS n FROM jobs WHERE status = 'failed' \
@@ -173,6 +172,10 @@ async fn soak_with_a_worker_killed_again_and_again_loses_nothing() {
     .fetch_one(db)
     .await
     .unwrap();
+    let (refused, cancels_asked, reads) = {
+        let ledger = ledger.lock().unwrap();
+        (ledger.refused, ledger.cancels_asked, ledger.reads)
+    };
     println!(
         "soak report: {:.0} s, {CLIENTS} clients, worker SIGKILLed {kills} times; \
          jobs accepted {}, succeeded {succeeded}, failed {failed} {failure_codes}, \
@@ -181,15 +184,14 @@ async fn soak_with_a_worker_killed_again_and_again_loses_nothing() {
         started.elapsed().as_secs_f64(),
         accepted.len(),
         lost.len(),
-        ledger.refused,
-        ledger.cancels_asked,
-        ledger.reads,
+        refused,
+        cancels_asked,
+        reads,
     );
     assert!(kills >= 3, "the worker was killed {kills} times");
     assert!(accepted.len() >= 20, "too few jobs to mean anything");
     assert!(lost.is_empty(), "lost jobs: {lost:?}");
     assert_eq!(succeeded + failed + canceled, accepted.len());
-    drop(ledger);
     match Arc::try_unwrap(service) {
         Ok(service) => service.finish().await,
         Err(_) => panic!("a client still holds the service"),

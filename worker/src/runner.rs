@@ -247,7 +247,7 @@ impl Worker {
             .persist("claim", || db::jobs::claim(db, job_id, self.id, lease))
             .await?;
         let job = match claim {
-            Claim::Claimed(job) => job,
+            Claim::Claimed(job) => *job,
             Claim::Busy => {
                 // Its worker is alive: the entry stays pending (now ours) and
                 // is looked at again after another lease.

@@ -85,3 +85,37 @@ impl From<serde_json::Error> for JobsError {
         Self::Corrupt(e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_are_told_apart_from_bugs() {
+        let refused = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(refused()),
+        ] {
+            assert_eq!(
+                JobsError::Database(e).unavailable_service(),
+                Some("database")
+            );
+        }
+        assert_eq!(
+            JobsError::Redis(redis::RedisError::from(refused())).unavailable_service(),
+            Some("queue")
+        );
+        for e in [
+            JobsError::Database(sqlx::Error::RowNotFound),
+            JobsError::Corrupt("bad".into()),
+            JobsError::Redis(redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "unexpected reply",
+            ))),
+        ] {
+            assert!(!e.is_unavailable(), "{e}");
+        }
+    }
+}

@@ -303,7 +303,27 @@ impl Worker {
         tracing::info!(job = %job.id, model = %job.model, task = %job.task, "job started");
 
         let outcome = self.execute(&job, cancel).await;
+        let result = self
+            .record(consumer, delivery, &job, claimed, outcome)
+            .await;
+        // Cleared only now: until the result is written the heartbeat keeps
+        // renewing the lease, so a worker waiting out a Postgres outage still
+        // holds its job when Postgres returns.
         self.set_current(None);
+        result
+    }
+
+    /// Writes the outcome of a run (with retries while Postgres is down) and
+    /// acknowledges the entry, or puts the job back in the queue.
+    async fn record(
+        &self,
+        consumer: &QueueConsumer,
+        delivery: &Delivery,
+        job: &JobRecord,
+        claimed: Instant,
+        outcome: Result<(EngineOutput, Vec<NewOutput>, Geometry), Failure>,
+    ) -> Result<(), WorkerError> {
+        let db = &self.backends.db;
         let queue_ms = job
             .started_at
             .map(|s| (s - job.created_at).num_microseconds().unwrap_or(0) as f64 / 1000.0)
@@ -329,22 +349,22 @@ impl Worker {
                     .await?;
                 if done {
                     tracing::info!(job = %job.id, ms = timings.run_ms, "job succeeded");
-                    self.publish(&job, JobEvent::Succeeded { timings }).await;
+                    self.publish(job, JobEvent::Succeeded { timings }).await;
                 }
                 done
             }
             Err(Failure::Canceled) if self.handing_back.load(Ordering::Relaxed) => {
-                return self.hand_back(consumer, delivery, &job).await;
+                return self.hand_back(consumer, delivery, job).await;
             }
             Err(Failure::Canceled) => {
-                let done = self.record_canceled(&job).await?;
+                let done = self.record_canceled(job).await?;
                 if done {
                     tracing::info!(job = %job.id, "job canceled while running");
-                    self.publish(&job, JobEvent::Canceled).await;
+                    self.publish(job, JobEvent::Canceled).await;
                 }
                 done
             }
-            Err(Failure::Job(error)) => self.record_failed(&job, error).await?,
+            Err(Failure::Job(error)) => self.record_failed(job, error).await?,
             Err(Failure::Transient(error)) if job.attempts >= self.max_attempts => {
                 let error = JobError {
                     message: format!(
@@ -353,10 +373,10 @@ impl Worker {
                     ),
                     ..error
                 };
-                self.record_failed(&job, error).await?
+                self.record_failed(job, error).await?
             }
             Err(Failure::Transient(error)) => {
-                return self.retry_later(consumer, delivery, &job, error).await;
+                return self.retry_later(consumer, delivery, job, error).await;
             }
             Err(Failure::Worker(e)) => return Err(e),
         };

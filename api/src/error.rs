@@ -9,6 +9,10 @@ use serde::Serialize;
 use thiserror::Error;
 use utoipa::ToSchema;
 
+/// What a 503 asks clients to wait: about how long a Postgres or Redis
+/// restart takes.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
 #[derive(Debug, Error)]
 pub enum ApiError {
     /// The caller's request is well formed but a value is wrong (422).
@@ -84,8 +88,12 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::TooLarge { .. } => "payload_too_large",
             Self::Unavailable(_) => "unavailable",
-            Self::Backend(e) if e.is_unavailable() => "unavailable",
-            Self::Backend(_) | Self::Internal(_) => "internal",
+            Self::Backend(e) => match e.unavailable_service() {
+                Some("database") => "database_unavailable",
+                Some(_) => "queue_unavailable",
+                None => "internal",
+            },
+            Self::Internal(_) => "internal",
         }
     }
 }
@@ -111,18 +119,24 @@ impl IntoResponse for ApiError {
             Self::TooManyRequests {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
-            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(5),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(RETRY_AFTER_SECS),
             _ => None,
         };
         let message = match &self {
-            Self::Backend(e) => {
-                tracing::error!(error_type = e.error_type(), "request failed: {e}");
-                if status == StatusCode::SERVICE_UNAVAILABLE {
-                    "a backing service (database or queue) is unavailable; retry shortly".to_owned()
-                } else {
+            Self::Backend(e) => match e.unavailable_service() {
+                // An outage, not a bug: one warning line, and the client is
+                // told to come back (the service recovers by itself).
+                Some(service) => {
+                    tracing::warn!(error_type = e.error_type(), "{service} unavailable: {e}");
+                    format!(
+                        "the {service} is unavailable right now; retry after the Retry-After delay"
+                    )
+                }
+                None => {
+                    tracing::error!(error_type = e.error_type(), "request failed: {e}");
                     "internal error; it has been logged".to_owned()
                 }
-            }
+            },
             Self::Internal(e) => {
                 tracing::error!("request failed: {e}");
                 "internal error; it has been logged".to_owned()

@@ -47,7 +47,7 @@ Every route but health and metrics needs `Authorization: Bearer <API key>`; a ke
         health::metrics,
     ),
     components(schemas(byteedit_jobs::events::JobEvent, comparisons::ComparisonRun)),
-    modifiers(&ApiKeys),
+    modifiers(&ApiKeys, &Unavailable),
     tags(
         (name = "edits", description = "Submit edits"),
         (name = "jobs", description = "Follow, list and cancel jobs; download outputs"),
@@ -61,6 +61,37 @@ pub struct ApiDoc;
 
 /// Routes anyone may call, without a key.
 const OPEN_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// An `ErrorResponse` answer described by `description`.
+fn error_response(description: &str) -> ResponseBuilder {
+    ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorResponse")))
+            .build(),
+    )
+}
+
+/// Calls `f` on every operation of every path but those in `skip`.
+fn each_operation(
+    openapi: &mut utoipa::openapi::OpenApi,
+    skip: &[&str],
+    mut f: impl FnMut(&mut utoipa::openapi::path::Operation),
+) {
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        if skip.contains(&path.as_str()) {
+            continue;
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        operations.into_iter().flatten().for_each(&mut f);
+    }
+}
 
 /// The `api_key` bearer scheme, required (with its 401, 403 and 429
 /// answers) on every route but the open ones: said once here rather than on
@@ -80,48 +111,55 @@ impl Modify for ApiKeys {
                 ),
             );
         }
-        let error = |description: &str| {
-            ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("ErrorResponse")))
-                        .build(),
-                )
-                .build()
-        };
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            if OPEN_PATHS.contains(&path.as_str()) {
-                continue;
+        each_operation(openapi, &OPEN_PATHS, |operation| {
+            operation.security = Some(vec![SecurityRequirement::new(
+                "api_key",
+                Vec::<String>::new(),
+            )]);
+            for (status, description) in [
+                ("401", "No API key, or an unknown or revoked one"),
+                ("403", "The key's role may not do this"),
+                (
+                    "429",
+                    "Rate limited (or the queue is full); see `Retry-After`",
+                ),
+            ] {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| error_response(description).build().into());
             }
-            let operations = [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
-                operation.security = Some(vec![SecurityRequirement::new(
-                    "api_key",
-                    Vec::<String>::new(),
-                )]);
-                let responses = &mut operation.responses.responses;
-                for (status, description) in [
-                    ("401", "No API key, or an unknown or revoked one"),
-                    ("403", "The key's role may not do this"),
-                    (
-                        "429",
-                        "Rate limited (or the queue is full); see `Retry-After`",
-                    ),
-                ] {
-                    responses
-                        .entry(status.to_owned())
-                        .or_insert_with(|| error(description).into());
-                }
-            }
-        }
+        });
+    }
+}
+
+/// Every route that reads Postgres or Redis answers 503 with `Retry-After`
+/// while one of them is down (`database_unavailable`, `queue_unavailable`):
+/// documented once here rather than on each handler.
+struct Unavailable;
+
+impl Modify for Unavailable {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{HeaderBuilder, schema::Type};
+        let response = error_response(
+            "Postgres or Redis is unavailable (`database_unavailable`, `queue_unavailable`); \
+             retry after `Retry-After` seconds",
+        )
+        .header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(utoipa::openapi::ObjectBuilder::new().schema_type(Type::Integer))
+                .description(Some("Seconds to wait before retrying"))
+                .build(),
+        )
+        .build();
+        each_operation(openapi, &["/healthz", "/metrics"], |operation| {
+            operation
+                .responses
+                .responses
+                .insert("503".into(), response.clone().into());
+        });
     }
 }
 

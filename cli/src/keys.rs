@@ -49,7 +49,7 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let db = connect_database(&cmd.database_url, 2)
+        let db = connect_database(&cmd.database_url, 2, 10.0)
             .await
             .with_context(|| format!("cannot connect to Postgres ({})", cmd.database_url))?;
         match cmd.action {

@@ -8,12 +8,30 @@ use clap::Args;
 
 use crate::device::DeviceChoice;
 
+/// What SIGTERM (or Ctrl-C) allows before the process exits.
+#[derive(Args, Debug)]
+pub struct ShutdownArgs {
+    /// Seconds given on SIGTERM/Ctrl-C to the requests in flight (API) and
+    /// to the current job (worker); after that a worker stops its job and
+    /// hands it back to the queue, and exits 0.
+    #[arg(long, env = "BYTEEDIT_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    shutdown_grace_secs: u64,
+}
+
+impl ShutdownArgs {
+    fn grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ApiCommand {
     #[command(flatten)]
     connect: ConnectArgs,
     #[command(flatten)]
     api: ApiArgs,
+    #[command(flatten)]
+    shutdown: ShutdownArgs,
 }
 
 #[derive(Args, Debug)]
@@ -25,6 +43,8 @@ pub struct WorkerCommand {
     /// cpu, or cuda / cuda:N in builds with the `cuda` feature.
     #[arg(long, default_value = "cpu", env = "BYTEEDIT_DEVICE")]
     device: DeviceChoice,
+    #[command(flatten)]
+    shutdown: ShutdownArgs,
 }
 
 #[derive(Args, Debug)]
@@ -38,6 +58,8 @@ pub struct ServeCommand {
     /// cpu, or cuda / cuda:N in builds with the `cuda` feature.
     #[arg(long, default_value = "cpu", env = "BYTEEDIT_DEVICE")]
     device: DeviceChoice,
+    #[command(flatten)]
+    shutdown: ShutdownArgs,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -110,7 +132,8 @@ pub fn api(cmd: ApiCommand) -> anyhow::Result<()> {
         let backends = connect(&cmd.connect).await?;
         let listener = bind(&cmd.api).await?;
         let state = byteedit_api::app_state(&cmd.api, backends);
-        byteedit_api::serve(listener, state, shutdown_signal()).await?;
+        byteedit_api::serve_draining(listener, state, shutdown_signal(), cmd.shutdown.grace())
+            .await?;
         Ok(())
     })
 }
@@ -120,7 +143,7 @@ pub fn worker(cmd: WorkerCommand) -> anyhow::Result<()> {
         let backends = connect(&cmd.connect).await?;
         let mut handle = start_worker(cmd.worker, backends, cmd.device).await?;
         tokio::select! {
-            _ = shutdown_signal() => handle.stop().await?,
+            _ = shutdown_signal() => handle.stop_within(cmd.shutdown.grace()).await?,
             result = handle.wait() => result?,
         }
         Ok(())
@@ -133,8 +156,9 @@ pub fn serve(cmd: ServeCommand) -> anyhow::Result<()> {
         let listener = bind(&cmd.api).await?;
         let worker = start_worker(cmd.worker, backends.clone(), cmd.device).await?;
         let state = byteedit_api::app_state(&cmd.api, backends);
-        byteedit_api::serve(listener, state, shutdown_signal()).await?;
-        worker.stop().await?;
+        let grace = cmd.shutdown.grace();
+        byteedit_api::serve_draining(listener, state, shutdown_signal(), grace).await?;
+        worker.stop_within(grace).await?;
         Ok(())
     })
 }

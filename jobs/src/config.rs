@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
@@ -33,6 +33,10 @@ pub struct ConnectArgs {
     /// Most Postgres connections this process opens.
     #[arg(long, env = "BYTEEDIT_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
+    /// Longest wait for a Postgres connection, in seconds. Short, so that
+    /// while Postgres is down requests get a 503 quickly instead of hanging.
+    #[arg(long, env = "BYTEEDIT_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 3.0)]
+    pub db_acquire_timeout_secs: f64,
 }
 
 /// Live handles to Postgres, Redis and storage.
@@ -40,15 +44,21 @@ pub struct ConnectArgs {
 pub struct Backends {
     pub db: PgPool,
     pub redis: redis::Client,
-    /// Shared multiplexed connection for short commands.
-    pub conn: MultiplexedConnection,
+    /// Shared multiplexed connection for short commands; it reconnects by
+    /// itself after Redis restarts.
+    pub conn: ConnectionManager,
     pub storage: Storage,
     pub prefix: String,
 }
 
 /// Connects to Postgres alone (as `byteedit keys` does), creating and
-/// migrating the database as needed.
-pub async fn connect_database(url: &str, max_connections: u32) -> Result<PgPool> {
+/// migrating the database as needed. A request waits at most
+/// `acquire_timeout_secs` for a connection, so an outage answers quickly.
+pub async fn connect_database(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout_secs: f64,
+) -> Result<PgPool> {
     if !sqlx::Postgres::database_exists(url).await? {
         tracing::info!("creating database {url}");
         // Two processes starting together may race to create it.
@@ -60,7 +70,9 @@ pub async fn connect_database(url: &str, max_connections: u32) -> Result<PgPool>
     }
     let db = PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs_f64(
+            acquire_timeout_secs.clamp(0.1, 300.0),
+        ))
         .connect(url)
         .await?;
     sqlx::migrate!("../migrations").run(&db).await?;
@@ -70,15 +82,14 @@ pub async fn connect_database(url: &str, max_connections: u32) -> Result<PgPool>
 impl Backends {
     /// Connects to everything, creating and migrating the database as needed.
     pub async fn connect(args: &ConnectArgs) -> Result<Self> {
-        let db = connect_database(&args.database_url, args.db_connections).await?;
+        let db = connect_database(
+            &args.database_url,
+            args.db_connections,
+            args.db_acquire_timeout_secs,
+        )
+        .await?;
         let redis = redis::Client::open(args.redis_url.as_str())?;
-        let conn = redis
-            .get_multiplexed_async_connection_with_config(
-                &redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(5)))
-                    .set_response_timeout(Some(Duration::from_secs(5))),
-            )
-            .await?;
+        let conn = reconnecting(&redis, Some(Duration::from_secs(5))).await?;
         let storage = Storage::from_url(&args.storage_url)?;
         Ok(Self {
             db,
@@ -100,4 +111,19 @@ impl Backends {
         redis::cmd("PING").query_async::<String>(&mut conn).await?;
         Ok(())
     }
+}
+
+/// A Redis connection that reconnects in the background after the server
+/// restarts or the link drops (a command meanwhile fails fast, and is retried
+/// by its caller). `response_timeout: None` for blocking reads.
+pub async fn reconnecting(
+    client: &redis::Client,
+    response_timeout: Option<Duration>,
+) -> Result<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(response_timeout)
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    Ok(ConnectionManager::new_with_config(client.clone(), config).await?)
 }

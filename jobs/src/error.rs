@@ -34,21 +34,88 @@ impl JobsError {
         }
     }
 
-    /// True when the service behind it is down or unreachable (worth a 503).
+    /// True when the service behind it is down or unreachable (worth a 503,
+    /// and worth retrying), as opposed to a bad query or record.
     pub fn is_unavailable(&self) -> bool {
+        self.unavailable_service().is_some()
+    }
+
+    /// A stored object that does not exist (retrying will not bring it).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Storage(object_store::Error::NotFound { .. }))
+    }
+
+    /// `Some("database")` or `Some("queue")` when that service is down,
+    /// unreachable, or starting or shutting down.
+    pub fn unavailable_service(&self) -> Option<&'static str> {
         match self {
-            Self::Database(e) => matches!(
-                e,
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-            ),
-            Self::Redis(e) => e.is_io_error() || e.is_timeout() || e.is_connection_dropped(),
-            _ => false,
+            Self::Database(e) if database_unavailable(e) => Some("database"),
+            Self::Redis(e) if redis_unavailable(e) => Some("queue"),
+            _ => None,
         }
     }
+}
+
+fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE class 08 (connection exception) and 57P01-57P03: the
+        // server is shutting down, crashed, or not accepting connections yet.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
+fn redis_unavailable(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        // Still loading its data after a restart.
+        || e.code() == Some("LOADING")
 }
 
 impl From<serde_json::Error> for JobsError {
     fn from(e: serde_json::Error) -> Self {
         Self::Corrupt(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_are_told_apart_from_bugs() {
+        let refused = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(refused()),
+        ] {
+            assert_eq!(
+                JobsError::Database(e).unavailable_service(),
+                Some("database")
+            );
+        }
+        assert_eq!(
+            JobsError::Redis(redis::RedisError::from(refused())).unavailable_service(),
+            Some("queue")
+        );
+        for e in [
+            JobsError::Database(sqlx::Error::RowNotFound),
+            JobsError::Corrupt("bad".into()),
+            JobsError::Redis(redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "unexpected reply",
+            ))),
+        ] {
+            assert!(!e.is_unavailable(), "{e}");
+        }
     }
 }

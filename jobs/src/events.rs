@@ -4,7 +4,7 @@
 //! client a re-read, never a result.
 
 use futures_util::{Stream, StreamExt};
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -72,11 +72,7 @@ fn channel(prefix: &str) -> String {
     format!("{prefix}:events")
 }
 
-pub async fn publish(
-    conn: &MultiplexedConnection,
-    prefix: &str,
-    message: &EventMessage,
-) -> Result<()> {
+pub async fn publish(conn: &ConnectionManager, prefix: &str, message: &EventMessage) -> Result<()> {
     let mut conn = conn.clone();
     redis::cmd("PUBLISH")
         .arg(channel(prefix))

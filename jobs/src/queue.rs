@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 use redis::streams::StreamReadReply;
 use uuid::Uuid;
 
@@ -19,12 +19,12 @@ fn stream_key(prefix: &str, model: &str) -> String {
 /// Puts job ids on the queue (the API side).
 #[derive(Clone)]
 pub struct Queue {
-    conn: MultiplexedConnection,
+    conn: ConnectionManager,
     prefix: String,
 }
 
 impl Queue {
-    pub fn new(conn: MultiplexedConnection, prefix: &str) -> Self {
+    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
         Self {
             conn,
             prefix: prefix.to_owned(),
@@ -74,8 +74,8 @@ pub struct Delivery {
 pub struct QueueConsumer {
     /// Blocking reads get a connection of their own with no response
     /// timeout: redis' 500 ms default would cut a long `BLOCK` short.
-    blocking: MultiplexedConnection,
-    conn: MultiplexedConnection,
+    blocking: ConnectionManager,
+    conn: ConnectionManager,
     prefix: String,
     consumer: String,
     models: Vec<String>,
@@ -88,18 +88,12 @@ impl QueueConsumer {
     /// needed (from the start, so jobs queued before any worker are kept).
     pub async fn new(
         client: &redis::Client,
-        conn: MultiplexedConnection,
+        conn: ConnectionManager,
         prefix: &str,
         consumer: &str,
         models: &[String],
     ) -> Result<Self> {
-        let blocking = client
-            .get_multiplexed_async_connection_with_config(
-                &redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(5)))
-                    .set_response_timeout(None),
-            )
-            .await?;
+        let blocking = crate::config::reconnecting(client, None).await?;
         let consumer = Self {
             blocking,
             conn,

@@ -5,7 +5,7 @@
 //! processes on different machines agree.
 
 use redis::Script;
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 
 use crate::error::Result;
 
@@ -26,7 +26,7 @@ return 0
 /// Spends one request of `id`'s allowance (`per_minute`, in bursts of up to
 /// `burst`): `0` when allowed, else the milliseconds until it would be.
 pub async fn spend(
-    conn: &MultiplexedConnection,
+    conn: &ConnectionManager,
     prefix: &str,
     id: &str,
     per_minute: u32,

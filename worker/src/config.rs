@@ -70,6 +70,14 @@ pub struct WorkerArgs {
     /// Times a job may be started (a worker lost mid-job counts) before it fails.
     #[arg(long, env = "BYTEEDIT_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: u32,
+    /// Delay before the first retry of a job whose attempt failed for a
+    /// transient reason (storage, queue or database trouble), in seconds;
+    /// doubled for each further attempt.
+    #[arg(long, env = "BYTEEDIT_RETRY_BACKOFF_SECS", default_value_t = 2.0)]
+    pub retry_backoff_secs: f64,
+    /// Longest delay between two attempts of a job, in seconds.
+    #[arg(long, env = "BYTEEDIT_RETRY_BACKOFF_MAX_SECS", default_value_t = 60.0)]
+    pub retry_backoff_max_secs: f64,
     /// Negative prompt for `erase` jobs that give none (steers the fill away
     /// from new objects).
     #[arg(long, env = "BYTEEDIT_ERASE_NEGATIVE_PROMPT", default_value = byteedit_jobs::job::defaults::ERASE_NEGATIVE_PROMPT)]
@@ -89,6 +97,8 @@ impl WorkerArgs {
             heartbeat_secs: 5,
             lease_secs: 60,
             max_attempts: 3,
+            retry_backoff_secs: 2.0,
+            retry_backoff_max_secs: 60.0,
             erase_negative_prompt: byteedit_jobs::job::defaults::ERASE_NEGATIVE_PROMPT.into(),
         }
     }

@@ -41,7 +41,17 @@ pub struct EngineOutput {
     pub step_time: Duration,
 }
 
-type Reply = oneshot::Sender<Result<EngineOutput, ModelError>>;
+/// Why the engine produced no images for a job.
+#[derive(Debug)]
+pub enum EngineError {
+    /// The pipeline refused the job (bad input, cancel, ...).
+    Model(ModelError),
+    /// The pipeline panicked on it (a poison input): the job fails, the
+    /// engine thread goes on with the next one.
+    Panicked(String),
+}
+
+type Reply = oneshot::Sender<Result<EngineOutput, EngineError>>;
 
 pub struct Engine {
     jobs: mpsc::Sender<(EngineJob, Reply)>,
@@ -86,10 +96,10 @@ impl Engine {
                 for (job, reply) in inbox {
                     let result = match models.get(&job.model) {
                         Some(model) => run_guarded(model, &job),
-                        None => Err(ModelError::InvalidInput(format!(
+                        None => Err(EngineError::Model(ModelError::InvalidInput(format!(
                             "this worker does not serve model `{}`",
                             job.model
-                        ))),
+                        )))),
                     };
                     let _ = reply.send(result);
                 }
@@ -102,7 +112,7 @@ impl Engine {
     pub async fn run(
         &self,
         job: EngineJob,
-    ) -> Result<Result<EngineOutput, ModelError>, WorkerError> {
+    ) -> Result<Result<EngineOutput, EngineError>, WorkerError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send((job, reply))
@@ -133,9 +143,9 @@ fn model_info<B: Backend>(name: &str, model: &InpaintModel<B>, args: &WorkerArgs
 fn run_guarded<B: Backend>(
     model: &InpaintModel<B>,
     job: &EngineJob,
-) -> Result<EngineOutput, ModelError> {
+) -> Result<EngineOutput, EngineError> {
     match std::panic::catch_unwind(AssertUnwindSafe(|| run(model, job))) {
-        Ok(result) => result,
+        Ok(result) => result.map_err(EngineError::Model),
         Err(panic) => {
             let why = panic
                 .downcast_ref::<String>()
@@ -143,9 +153,7 @@ fn run_guarded<B: Backend>(
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
             tracing::error!("engine panicked: {why}");
-            Err(ModelError::InvalidInput(format!(
-                "the engine failed on this input: {why}"
-            )))
+            Err(EngineError::Panicked(why))
         }
     }
 }

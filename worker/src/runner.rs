@@ -1,6 +1,7 @@
 //! The worker loop: take a job id, claim the job, run it, record the result,
 //! acknowledge. Heartbeats and cancellation run beside it.
 
+use std::future::Future;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use byteedit_jobs::db::jobs::NewOutput;
 use byteedit_jobs::job::keys;
 use byteedit_jobs::{
     Backends, Delivery, EventMessage, Geometry, JobError, JobEvent, JobRecord, JobStatus,
-    JobTimings, QueueConsumer, db, events,
+    JobTimings, JobsError, QueueConsumer, db, events,
 };
 use byteedit_models::ModelError;
 use bytes::Bytes;
@@ -23,7 +24,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::config::WorkerArgs;
-use crate::engine::{Engine, EngineJob, EngineOutput};
+use crate::engine::{Engine, EngineError, EngineJob, EngineOutput};
 use crate::error::WorkerError;
 use crate::inputs::prepare;
 
@@ -31,6 +32,12 @@ use crate::inputs::prepare;
 const POLL: Duration = Duration::from_secs(1);
 /// Progress goes to Postgres at most this often (every step goes to Redis).
 const PROGRESS_WRITE_INTERVAL: Duration = Duration::from_millis(250);
+/// First and longest wait between two tries of a Postgres write while the
+/// database is unreachable.
+const DB_RETRY_FIRST: Duration = Duration::from_millis(200);
+const DB_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long `stop` lets the current job finish by default.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// The job being run and its cancel flag.
 type Current = Arc<Mutex<Option<(Uuid, Arc<AtomicBool>)>>>;
@@ -40,23 +47,52 @@ pub struct Worker {
     name: String,
     lease: Duration,
     max_attempts: u32,
+    retry_base: Duration,
+    retry_max: Duration,
     backends: Backends,
     engine: Engine,
     current: Current,
+    /// Set when the shutdown grace period is over: the current job is
+    /// stopped and given back to the queue instead of finished.
+    handing_back: Arc<AtomicBool>,
 }
 
-/// A running worker; `stop` finishes the current job and returns.
+/// A running worker; `stop` lets the current job finish and returns.
 pub struct WorkerHandle {
     pub id: Uuid,
     pub models: Vec<byteedit_jobs::ModelInfo>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), WorkerError>>,
+    current: Current,
+    handing_back: Arc<AtomicBool>,
 }
 
 impl WorkerHandle {
+    /// Stops within [`DEFAULT_SHUTDOWN_GRACE`].
     pub async fn stop(self) -> Result<(), WorkerError> {
+        self.stop_within(DEFAULT_SHUTDOWN_GRACE).await
+    }
+
+    /// Takes no new job; lets the current one finish for up to `grace`, then
+    /// stops it at its next step and gives it back to the queue (released in
+    /// Postgres and enqueued again), so another worker starts it at once
+    /// rather than after the lease.
+    pub async fn stop_within(self, grace: Duration) -> Result<(), WorkerError> {
         let _ = self.stop.send(true);
-        self.task.await.unwrap_or(Err(WorkerError::EngineGone))
+        let mut task = self.task;
+        match tokio::time::timeout(grace, &mut task).await {
+            Ok(result) => result.unwrap_or(Err(WorkerError::EngineGone)),
+            Err(_) => {
+                tracing::warn!(worker = %self.id, "shutdown grace period over; handing the current job back");
+                self.handing_back.store(true, Ordering::Relaxed);
+                if let Ok(slot) = self.current.lock()
+                    && let Some((_, cancel)) = slot.as_ref()
+                {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+                task.await.unwrap_or(Err(WorkerError::EngineGone))
+            }
+        }
     }
 
     /// Resolves when the worker ends by itself (a fatal error).
@@ -97,18 +133,25 @@ impl Worker {
             name,
             lease: Duration::from_secs(args.lease_secs.max(args.heartbeat_secs + 1)),
             max_attempts: args.max_attempts.max(1),
+            retry_base: Duration::from_secs_f64(args.retry_backoff_secs.clamp(0.0, 86_400.0)),
+            retry_max: Duration::from_secs_f64(args.retry_backoff_max_secs.clamp(0.0, 86_400.0)),
             backends,
             engine,
             current: Arc::default(),
+            handing_back: Arc::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let heartbeat = Duration::from_secs(args.heartbeat_secs.max(1));
+        let current = worker.current.clone();
+        let handing_back = worker.handing_back.clone();
         let task = tokio::spawn(worker.clone().run(consumer, stopped, heartbeat));
         Ok(WorkerHandle {
             id,
             models,
             stop,
             task,
+            current,
+            handing_back,
         })
     }
 
@@ -199,8 +242,12 @@ impl Worker {
             return Ok(());
         };
         let lease = self.lease.as_secs_f64();
-        let job = match db::jobs::claim(&self.backends.db, job_id, self.id, lease).await? {
-            Claim::Claimed(job) => job,
+        let db = &self.backends.db;
+        let claim = self
+            .persist("claim", || db::jobs::claim(db, job_id, self.id, lease))
+            .await?;
+        let job = match claim {
+            Claim::Claimed(job) => *job,
             Claim::Busy => {
                 // Its worker is alive: the entry stays pending (now ours) and
                 // is looked at again after another lease.
@@ -210,6 +257,13 @@ impl Worker {
             Claim::Gone => {
                 // Canceled while queued, or finished: nothing to run.
                 tracing::debug!(job = %job_id, "job is no longer queued; skipping");
+                consumer.ack(delivery).await?;
+                return Ok(());
+            }
+            Claim::NotYet => {
+                // A duplicate entry of a job waiting out its retry backoff:
+                // the job is enqueued again when it is due.
+                tracing::debug!(job = %job_id, "job waits for its retry; skipping the entry");
                 consumer.ack(delivery).await?;
                 return Ok(());
             }
@@ -249,7 +303,27 @@ impl Worker {
         tracing::info!(job = %job.id, model = %job.model, task = %job.task, "job started");
 
         let outcome = self.execute(&job, cancel).await;
+        let result = self
+            .record(consumer, delivery, &job, claimed, outcome)
+            .await;
+        // Cleared only now: until the result is written the heartbeat keeps
+        // renewing the lease, so a worker waiting out a Postgres outage still
+        // holds its job when Postgres returns.
         self.set_current(None);
+        result
+    }
+
+    /// Writes the outcome of a run (with retries while Postgres is down) and
+    /// acknowledges the entry, or puts the job back in the queue.
+    async fn record(
+        &self,
+        consumer: &QueueConsumer,
+        delivery: &Delivery,
+        job: &JobRecord,
+        claimed: Instant,
+        outcome: Result<(EngineOutput, Vec<NewOutput>, Geometry), Failure>,
+    ) -> Result<(), WorkerError> {
+        let db = &self.backends.db;
         let queue_ms = job
             .started_at
             .map(|s| (s - job.created_at).num_microseconds().unwrap_or(0) as f64 / 1000.0)
@@ -260,51 +334,49 @@ impl Worker {
             step_ms: output.step_time.as_secs_f64() * 1000.0,
             run_ms: claimed.elapsed().as_secs_f64() * 1000.0,
         };
-        let db = &self.backends.db;
         // Every write is guarded on "still this worker's running job": false
-        // means another worker took the job over (fencing).
+        // means another worker took the job over (fencing). While Postgres
+        // is down the writes are retried: the job stays this worker's until
+        // its lease runs out and someone else claims it.
         let recorded = match outcome {
             Ok((output, stored, geometry)) => {
                 let timings = timings_of(&output);
-                let done =
-                    db::jobs::succeed(db, job.id, self.id, &stored, &timings, &geometry).await?;
+                let (stored, timings_ref, geometry) = (&stored, &timings, &geometry);
+                let done = self
+                    .persist("record the result", move || {
+                        db::jobs::succeed(db, job.id, self.id, stored, timings_ref, geometry)
+                    })
+                    .await?;
                 if done {
                     tracing::info!(job = %job.id, ms = timings.run_ms, "job succeeded");
-                    self.publish(&job, JobEvent::Succeeded { timings }).await;
+                    self.publish(job, JobEvent::Succeeded { timings }).await;
                 }
                 done
+            }
+            Err(Failure::Canceled) if self.handing_back.load(Ordering::Relaxed) => {
+                return self.hand_back(consumer, delivery, job).await;
             }
             Err(Failure::Canceled) => {
-                let done = db::jobs::finish_unsuccessfully(
-                    db,
-                    job.id,
-                    self.id,
-                    JobStatus::Canceled,
-                    None,
-                    None,
-                )
-                .await?;
+                let done = self.record_canceled(job).await?;
                 if done {
                     tracing::info!(job = %job.id, "job canceled while running");
-                    self.publish(&job, JobEvent::Canceled).await;
+                    self.publish(job, JobEvent::Canceled).await;
                 }
                 done
             }
-            Err(Failure::Job(error)) => {
-                let done = db::jobs::finish_unsuccessfully(
-                    db,
-                    job.id,
-                    self.id,
-                    JobStatus::Failed,
-                    Some(&error),
-                    None,
-                )
-                .await?;
-                if done {
-                    tracing::warn!(job = %job.id, code = %error.code, "job failed: {}", error.message);
-                    self.publish(&job, JobEvent::Failed { error }).await;
-                }
-                done
+            Err(Failure::Job(error)) => self.record_failed(job, error).await?,
+            Err(Failure::Transient(error)) if job.attempts >= self.max_attempts => {
+                let error = JobError {
+                    message: format!(
+                        "{} (gave up after {} attempts)",
+                        error.message, job.attempts
+                    ),
+                    ..error
+                };
+                self.record_failed(job, error).await?
+            }
+            Err(Failure::Transient(error)) => {
+                return self.retry_later(consumer, delivery, job, error).await;
             }
             Err(Failure::Worker(e)) => return Err(e),
         };
@@ -313,6 +385,132 @@ impl Worker {
             tracing::warn!(job = %job.id, "lost the job's lease; the result was refused");
             return Ok(());
         }
+        consumer.ack(delivery).await?;
+        Ok(())
+    }
+
+    /// Runs a Postgres operation until it goes through: while the database is
+    /// unreachable the worker keeps its job and waits with backoff, instead
+    /// of losing finished work. Gives up only when handing the job back at
+    /// shutdown (the lease then brings the job back).
+    async fn persist<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, WorkerError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, JobsError>>,
+    {
+        let mut delay = DB_RETRY_FIRST;
+        loop {
+            match op().await {
+                Ok(value) => return Ok(value),
+                Err(e) if e.is_unavailable() && !self.handing_back.load(Ordering::Relaxed) => {
+                    tracing::warn!("cannot {what} ({e}); retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(DB_RETRY_MAX);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn record_canceled(&self, job: &JobRecord) -> Result<bool, WorkerError> {
+        let db = &self.backends.db;
+        self.persist("record the cancel", || {
+            db::jobs::finish_unsuccessfully(db, job.id, self.id, JobStatus::Canceled, None, None)
+        })
+        .await
+    }
+
+    async fn record_failed(&self, job: &JobRecord, error: JobError) -> Result<bool, WorkerError> {
+        let db = &self.backends.db;
+        let error_ref = &error;
+        let done = self
+            .persist("record the failure", move || {
+                db::jobs::finish_unsuccessfully(
+                    db,
+                    job.id,
+                    self.id,
+                    JobStatus::Failed,
+                    Some(error_ref),
+                    None,
+                )
+            })
+            .await?;
+        if done {
+            tracing::warn!(job = %job.id, code = %error.code, "job failed: {}", error.message);
+            self.publish(job, JobEvent::Failed { error }).await;
+        }
+        Ok(done)
+    }
+
+    /// A transient failure: the job goes back to the queue and runs again
+    /// after an exponential backoff (`retry_base * 2^(attempt - 1)`, capped).
+    async fn retry_later(
+        &self,
+        consumer: &QueueConsumer,
+        delivery: &Delivery,
+        job: &JobRecord,
+        error: JobError,
+    ) -> Result<(), WorkerError> {
+        let exponent = job.attempts.saturating_sub(1).min(30);
+        let delay = self
+            .retry_base
+            .saturating_mul(1u32 << exponent)
+            .min(self.retry_max);
+        let db = &self.backends.db;
+        let secs = delay.as_secs_f64();
+        let requeued = self
+            .persist("requeue the job", || {
+                db::jobs::retry_later(db, job.id, self.id, secs)
+            })
+            .await?;
+        if !requeued {
+            // A cancel was asked meanwhile (honour it), or the lease was lost.
+            if !self.record_canceled(job).await? {
+                tracing::warn!(job = %job.id, "lost the job's lease; the result was refused");
+                return Ok(());
+            }
+            self.publish(job, JobEvent::Canceled).await;
+        } else {
+            tracing::warn!(
+                job = %job.id, attempt = job.attempts, code = %error.code,
+                "attempt failed: {}; retrying in {delay:?}", error.message
+            );
+            // The entry is replaced by a fresh one when the job is due; if
+            // this worker is gone by then, the sweep of any worker adds it.
+            let queue = self.backends.queue();
+            let (model, id) = (job.model.clone(), job.id);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Err(e) = queue.enqueue(&model, id).await {
+                    tracing::warn!(job = %id, "cannot enqueue the retry (the sweep will): {e}");
+                }
+            });
+        }
+        consumer.ack(delivery).await?;
+        Ok(())
+    }
+
+    /// Shutdown after the grace period: the stopped job goes back to the
+    /// queue, uncounted, with a fresh entry so another worker takes it now.
+    async fn hand_back(
+        &self,
+        consumer: &QueueConsumer,
+        delivery: &Delivery,
+        job: &JobRecord,
+    ) -> Result<(), WorkerError> {
+        let db = &self.backends.db;
+        if !db::jobs::hand_back(db, job.id, self.id).await? {
+            // A cancel asked meanwhile wins; a lost lease means nothing to do.
+            if self.record_canceled(job).await? {
+                self.publish(job, JobEvent::Canceled).await;
+                consumer.ack(delivery).await?;
+            }
+            return Ok(());
+        }
+        tracing::info!(job = %job.id, "job handed back to the queue");
+        // Enqueued before the old entry is dropped: a crash in between leaves
+        // a duplicate (harmless), never no entry.
+        self.backends.queue().enqueue(&job.model, job.id).await?;
         consumer.ack(delivery).await?;
         Ok(())
     }
@@ -348,7 +546,7 @@ impl Worker {
         let prepared =
             tokio::task::spawn_blocking(move || prepare(&record, &model, &image, mask.as_deref()))
                 .await
-                .map_err(|_| Failure::Worker(WorkerError::EngineGone))?
+                .map_err(Failure::crashed)?
                 .map_err(Failure::model)?;
 
         let (progress, steps) = mpsc::unbounded_channel();
@@ -373,8 +571,9 @@ impl Worker {
         let _ = forward.await;
         let mut output = match result.map_err(Failure::Worker)? {
             Ok(output) => output,
-            Err(ModelError::Cancelled) => return Err(Failure::Canceled),
-            Err(e) => return Err(Failure::model(e)),
+            Err(EngineError::Model(ModelError::Cancelled)) => return Err(Failure::Canceled),
+            Err(EngineError::Model(e)) => return Err(Failure::model(e)),
+            Err(EngineError::Panicked(why)) => return Err(Failure::poison(&why)),
         };
 
         // The images move into the encoder: only the timings are kept.
@@ -386,7 +585,7 @@ impl Worker {
                 .collect::<Vec<_>>()
         })
         .await
-        .map_err(|_| Failure::Worker(WorkerError::EngineGone))?;
+        .map_err(Failure::crashed)?;
         let mut stored = Vec::new();
         for (index, (png, width, height)) in encoded.into_iter().enumerate() {
             let index = index as u32;
@@ -472,6 +671,9 @@ impl Worker {
                     // either way, stop spending the device on it.
                     Ok(Some(true)) | Ok(None) => self.cancel_current(job),
                     Ok(Some(false)) => {}
+                    // Not a lost lease: Postgres did not answer (an outage).
+                    // The job goes on; the result is written once Postgres is
+                    // back, and refused only if another worker took over.
                     Err(e) => tracing::warn!(job = %job, "job heartbeat failed: {e}"),
                 }
             }
@@ -519,8 +721,11 @@ fn encode_png(image: &RgbImage) -> Result<Bytes, ModelError> {
 /// Why a job did not succeed.
 enum Failure {
     Canceled,
-    /// Recorded on the job.
+    /// Recorded on the job, which ends `failed`.
     Job(JobError),
+    /// Storage (or another backing service) failed: worth another attempt
+    /// after a backoff, up to the attempt limit.
+    Transient(JobError),
     /// The worker cannot go on with it (left unacknowledged).
     Worker(WorkerError),
 }
@@ -537,10 +742,41 @@ impl Failure {
         })
     }
 
-    fn storage(e: byteedit_jobs::JobsError) -> Self {
-        Self::Job(JobError {
+    fn storage(e: JobsError) -> Self {
+        if e.is_not_found() {
+            // The input is gone for good: another attempt cannot help.
+            return Self::Job(JobError {
+                code: "input_missing".into(),
+                message: format!("the job's input images are gone: {e}"),
+            });
+        }
+        Self::Transient(JobError {
             code: "storage_error".into(),
             message: format!("cannot read or write the job's images: {e}"),
         })
+    }
+
+    /// The pipeline panicked on this job's input.
+    fn poison(why: &str) -> Self {
+        Self::Job(JobError {
+            code: "poison_input".into(),
+            message: format!("the engine crashed on this input ({why}); it will not be retried"),
+        })
+    }
+
+    /// A blocking step (decoding, encoding) panicked or was lost.
+    fn crashed(e: tokio::task::JoinError) -> Self {
+        if e.is_panic() {
+            let panic = e.into_panic();
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!("a blocking step panicked: {why}");
+            Self::poison(&why)
+        } else {
+            Self::Worker(WorkerError::EngineGone)
+        }
     }
 }

@@ -34,9 +34,14 @@ pub async fn healthz() -> Json<HealthOut> {
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<HealthOut>, ApiError> {
     state.backends.ping().await.map_err(|e| {
-        // A failing ping means unavailable, whatever the error's kind.
-        tracing::warn!("not ready: {e}");
-        ApiError::Unavailable(format!("not ready: {}", e.error_type()))
+        if e.is_unavailable() {
+            // database_unavailable / queue_unavailable, as on every route.
+            ApiError::Backend(e)
+        } else {
+            // A failing ping means not ready, whatever the error's kind.
+            tracing::warn!("not ready: {e}");
+            ApiError::Unavailable(format!("not ready: {}", e.error_type()))
+        }
     })?;
     Ok(Json(HealthOut {
         status: "ok".into(),

@@ -5,7 +5,10 @@
 
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use byteedit_api::ApiArgs;
@@ -32,12 +35,12 @@ pub fn fixture_bytes(name: &str) -> Vec<u8> {
 }
 
 /// Postgres server URL without a database (override with BYTEEDIT_TEST_PG).
-fn pg_server() -> String {
+pub fn pg_server() -> String {
     std::env::var("BYTEEDIT_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
-fn redis_url() -> String {
+pub fn redis_url() -> String {
     std::env::var("BYTEEDIT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
@@ -53,6 +56,7 @@ pub struct Service {
     pub connect: ConnectArgs,
     pub workers: Vec<WorkerHandle>,
     database: String,
+    pg_server: String,
     stop_api: Option<oneshot::Sender<()>>,
     _storage: tempfile::TempDir,
 }
@@ -65,15 +69,32 @@ impl Service {
 
     /// As `start`, with adjusted API settings (limits).
     pub async fn start_with(workers: usize, adjust: impl FnOnce(&mut ApiArgs)) -> Service {
+        Self::start_on_with(workers, &pg_server(), &redis_url(), adjust).await
+    }
+
+    /// As [`Service::start`], against the Postgres server `pg` (a URL without
+    /// a database) and the Redis at `redis`, e.g. private ones a test stops.
+    pub async fn start_on(workers: usize, pg: &str, redis: &str) -> Service {
+        Self::start_on_with(workers, pg, redis, |_| {}).await
+    }
+
+    pub async fn start_on_with(
+        workers: usize,
+        pg: &str,
+        redis: &str,
+        adjust: impl FnOnce(&mut ApiArgs),
+    ) -> Service {
         let tag = uuid::Uuid::new_v4().simple().to_string();
         let database = format!("byteedit_test_{tag}");
         let storage = tempfile::tempdir().unwrap();
         let connect = ConnectArgs {
-            database_url: format!("{}/{database}", pg_server()),
-            redis_url: redis_url(),
+            database_url: format!("{pg}/{database}"),
+            redis_url: redis.to_owned(),
             storage_url: storage.path().to_string_lossy().into_owned(),
             redis_prefix: format!("byteedit-test-{tag}"),
             db_connections: 8,
+            // Short, so outage tests see their 503s quickly.
+            db_acquire_timeout_secs: 1.0,
         };
         let backends = Backends::connect(&connect)
             .await
@@ -104,6 +125,7 @@ impl Service {
             connect,
             workers: Vec::new(),
             database,
+            pg_server: pg.to_owned(),
             stop_api: Some(stop_api),
             _storage: storage,
         };
@@ -147,6 +169,51 @@ impl Service {
         let id = handle.id;
         self.workers.push(handle);
         id
+    }
+
+    /// `byteedit worker` as its own process serving the tiny model, with a
+    /// short heartbeat (1 s) and lease (3 s unless `extra` sets one), and
+    /// `extra` flags.
+    pub fn worker_process(&self, extra: &[&str]) -> Child {
+        let c = &self.connect;
+        Command::new(env!("CARGO_BIN_EXE_byteedit"))
+            .args(["worker", "--model"])
+            .arg(format!("{MODEL}={}", tiny_model().display()))
+            .args(["--database-url", &c.database_url])
+            .args(["--redis-url", &c.redis_url])
+            .args(["--storage-url", &c.storage_url])
+            .args(["--redis-prefix", &c.redis_prefix])
+            .args(["--heartbeat-secs", "1"])
+            .args(if extra.contains(&"--lease-secs") {
+                &[][..]
+            } else {
+                &["--lease-secs", "3"][..]
+            })
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("byteedit worker starts")
+    }
+
+    /// Waits until `n` workers serve the tiny model (a process has loaded it).
+    pub async fn wait_for_workers(&self, n: u64) {
+        for _ in 0..600 {
+            let response = self.http.get(self.url("/v1/models")).send().await;
+            if let Ok(response) = response
+                && let Ok(models) = response.json::<Value>().await
+                && models["models"][0]["workers"].as_u64() == Some(n)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{n} workers did not register");
+    }
+
+    /// The folder `storage_url` points at.
+    pub fn storage_dir(&self) -> PathBuf {
+        PathBuf::from(&self.connect.storage_url)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -357,7 +424,7 @@ impl Service {
             let _ = stop.send(());
         }
         self.backends.db.close().await;
-        let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server()))
+        let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", self.pg_server))
             .await
             .unwrap();
         let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database);

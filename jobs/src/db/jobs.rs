@@ -227,7 +227,7 @@ pub async fn awaiting_delivery(
 ) -> Result<Vec<(Uuid, String)>> {
     Ok(sqlx::query_as(
         "SELECT id, model FROM jobs WHERE model = ANY($1) AND ( \
-           (status = 'queued' AND created_at < now() - make_interval(secs => $2)) \
+           (status = 'queued' AND coalesce(run_after, created_at) < now() - make_interval(secs => $2)) \
            OR (status = 'running' AND heartbeat_at < now() - make_interval(secs => $3))) \
          ORDER BY id LIMIT 10000",
     )
@@ -244,12 +244,15 @@ pub async fn awaiting_delivery(
 #[allow(clippy::large_enum_variant)]
 pub enum Claim {
     /// The job is this worker's now (attempt `job.attempts`).
-    Claimed(JobRecord),
+    Claimed(Box<JobRecord>),
     /// Another worker runs it and its lease is alive: leave the queue entry
     /// pending, so the job is found again if that worker dies.
     Busy,
     /// Finished, canceled or unknown: nothing to run; acknowledge the entry.
     Gone,
+    /// Queued again after a transient failure, but its backoff has not run
+    /// out: acknowledge the entry; the job is enqueued again when it is due.
+    NotYet,
 }
 
 /// Takes a queued job, or a running one whose worker has not renewed its
@@ -258,9 +261,9 @@ pub enum Claim {
 pub async fn claim(db: &PgPool, id: Uuid, worker: Uuid, lease_secs: f64) -> Result<Claim> {
     let row: Option<JobRow> = sqlx::query_as(concat!(
         "UPDATE jobs SET status = 'running', worker_id = $2, started_at = now(), \
-         heartbeat_at = now(), attempts = attempts + 1, progress_step = 0 \
-         WHERE id = $1 AND (status = 'queued' OR (status = 'running' \
-           AND heartbeat_at < now() - make_interval(secs => $3))) RETURNING ",
+         heartbeat_at = now(), attempts = attempts + 1, progress_step = 0, run_after = NULL \
+         WHERE id = $1 AND ((status = 'queued' AND (run_after IS NULL OR run_after <= now())) \
+           OR (status = 'running' AND heartbeat_at < now() - make_interval(secs => $3))) RETURNING ",
         job_columns!(),
         ""
     ))
@@ -270,7 +273,7 @@ pub async fn claim(db: &PgPool, id: Uuid, worker: Uuid, lease_secs: f64) -> Resu
     .fetch_optional(db)
     .await?;
     if let Some(row) = row {
-        return Ok(Claim::Claimed(row.try_into()?));
+        return Ok(Claim::Claimed(Box::new(row.try_into()?)));
     }
     let status: Option<(String,)> = sqlx::query_as("SELECT status FROM jobs WHERE id = $1")
         .bind(id)
@@ -278,6 +281,7 @@ pub async fn claim(db: &PgPool, id: Uuid, worker: Uuid, lease_secs: f64) -> Resu
         .await?;
     Ok(match status {
         Some((s,)) if s == "running" => Claim::Busy,
+        Some((s,)) if s == "queued" => Claim::NotYet,
         _ => Claim::Gone,
     })
 }
@@ -378,6 +382,40 @@ pub async fn finish_unsuccessfully(
     .bind(error.map(|e| e.code.as_str()))
     .bind(error.map(|e| e.message.as_str()))
     .bind(timings.map(serde_json::to_value).transpose()?)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Puts the worker's running job back in the queue after a transient
+/// failure, to run again no earlier than `delay_secs` from now. `false` if it
+/// was not this worker's running job any more, or a cancel was asked (then
+/// it is ended by the caller instead).
+pub async fn retry_later(db: &PgPool, id: Uuid, worker: Uuid, delay_secs: f64) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'queued', worker_id = NULL, progress_step = 0, \
+         run_after = now() + make_interval(secs => $3) \
+         WHERE id = $1 AND worker_id = $2 AND status = 'running' AND NOT cancel_requested",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(delay_secs)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives the worker's running job back to the queue at once, as if never
+/// started (a worker shutting down). The attempt is not counted: nothing of
+/// it was stored. `false` as for [`retry_later`].
+pub async fn hand_back(db: &PgPool, id: Uuid, worker: Uuid) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'queued', worker_id = NULL, progress_step = 0, \
+         started_at = NULL, run_after = NULL, attempts = greatest(attempts - 1, 0) \
+         WHERE id = $1 AND worker_id = $2 AND status = 'running' AND NOT cancel_requested",
+    )
+    .bind(id)
+    .bind(worker)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)

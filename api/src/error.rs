@@ -30,6 +30,12 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("the upload is larger than the {limit_mb} MB limit; send smaller images")]
     TooLarge { limit_mb: usize },
+    /// A body above a JSON route's limit (413).
+    #[error("the request body is larger than the {limit_kb} KB limit of this route")]
+    BodyTooLarge { limit_kb: usize },
+    /// The job existed but retention removed its images (410).
+    #[error("{0}")]
+    Gone(String),
     /// A backing service is down (503 with `Retry-After`).
     #[error("{0}")]
     Unavailable(String),
@@ -57,7 +63,8 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict { .. } => StatusCode::CONFLICT,
-            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooLarge { .. } | Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Gone(_) => StatusCode::GONE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Backend(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Backend(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -72,7 +79,8 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
-            Self::TooLarge { .. } => "payload_too_large",
+            Self::TooLarge { .. } | Self::BodyTooLarge { .. } => "payload_too_large",
+            Self::Gone(_) => "expired",
             Self::Unavailable(_) => "unavailable",
             Self::Backend(e) if e.is_unavailable() => "unavailable",
             Self::Backend(_) | Self::Internal(_) => "internal",

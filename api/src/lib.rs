@@ -11,9 +11,11 @@ pub mod dispatch;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
+pub mod retention;
 pub mod routes;
 pub mod state;
 pub mod validation;
+pub mod webhooks;
 
 use std::future::Future;
 

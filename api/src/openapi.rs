@@ -41,7 +41,11 @@ and download the outputs. Every error has the shape `{\"error\": {\"code\", \"me
         health::readyz,
         health::metrics,
     ),
-    components(schemas(byteedit_jobs::events::JobEvent, comparisons::ComparisonRun)),
+    components(schemas(
+        byteedit_jobs::events::JobEvent,
+        comparisons::ComparisonRun,
+        crate::webhooks::WebhookEvent
+    )),
     modifiers(&VolunteerToken),
     tags(
         (name = "edits", description = "Submit edits"),

@@ -39,7 +39,9 @@ pub struct VolunteerOut {
     request_body = NewVolunteer,
     responses(
         (status = 201, description = "Registered", body = VolunteerOut),
+        (status = 400, description = "The body is not JSON", body = ErrorResponse),
         (status = 403, description = "An expert without the admin token", body = ErrorResponse),
+        (status = 413, description = "The body is larger than the route's limit", body = ErrorResponse),
         (status = 422, description = "Bad name", body = ErrorResponse),
     ))]
 pub async fn create_volunteer(
@@ -67,6 +69,13 @@ pub async fn create_volunteer(
         return Err(ApiError::invalid(
             "invalid_field",
             "`name` must be 1 to 100 characters",
+        ));
+    }
+    // Postgres text cannot hold NUL, and no name needs control characters.
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "`name` must not contain control characters",
         ));
     }
     let (v, token) = feedback::create_volunteer(&state.backends.db, name, body.expert).await?;

@@ -54,6 +54,12 @@ pub struct Service {
 impl Service {
     /// The API plus `workers` workers serving the tiny model as `tiny`.
     pub async fn start(workers: usize) -> Service {
+        Self::start_with(workers, |_| {}).await
+    }
+
+    /// As [`Service::start`], with adjusted API settings (limits, retention,
+    /// webhooks).
+    pub async fn start_with(workers: usize, adjust: impl FnOnce(&mut ApiArgs)) -> Service {
         let tag = uuid::Uuid::new_v4().simple().to_string();
         let database = format!("byteedit_test_{tag}");
         let storage = tempfile::tempdir().unwrap();
@@ -69,10 +75,11 @@ impl Service {
             .expect("Postgres and Redis must be running");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let api = ApiArgs {
+        let mut api = ApiArgs {
             admin_token: Some(ADMIN_TOKEN.into()),
             ..ApiArgs::default()
         };
+        adjust(&mut api);
         let state = byteedit_api::app_state(&api, backends.clone());
         let (stop_api, stopped) = oneshot::channel::<()>();
         tokio::spawn(byteedit_api::serve(listener, state, async {
@@ -128,6 +135,17 @@ impl Service {
         let id = handle.id;
         self.workers.push(handle);
         id
+    }
+
+    /// The folder the service stores images in.
+    pub fn storage_dir(&self) -> &std::path::Path {
+        self._storage.path()
+    }
+
+    /// Headers every request to the API needs (credentials, once API keys
+    /// exist), for clients the tests run outside `http` (schemathesis).
+    pub fn auth_headers(&self) -> Vec<(String, String)> {
+        Vec::new()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -19,6 +19,7 @@ pub struct NewJob {
     pub mask_key: Option<String>,
     pub width: u32,
     pub height: u32,
+    pub webhook_url: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -44,6 +45,8 @@ struct JobRow {
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
+    webhook_url: Option<String>,
+    expired_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<JobRow> for JobRecord {
@@ -76,6 +79,8 @@ impl TryFrom<JobRow> for JobRecord {
             created_at: r.created_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
+            webhook_url: r.webhook_url,
+            expired_at: r.expired_at,
         })
     }
 }
@@ -85,7 +90,8 @@ macro_rules! job_columns {
     () => {
         "id, status, task, model, params, image_key, mask_key, width, height, \
          progress_step, progress_total, cancel_requested, worker_id, attempts, error_code, \
-         error_message, timings, geometry, created_at, started_at, finished_at"
+         error_message, timings, geometry, created_at, started_at, finished_at, webhook_url, \
+         expired_at"
     };
 }
 
@@ -95,8 +101,8 @@ fn records(rows: Vec<JobRow>) -> Result<Vec<JobRecord>> {
 
 pub async fn insert(db: &PgPool, job: &NewJob) -> Result<JobRecord> {
     let row: JobRow = sqlx::query_as(concat!(
-        "INSERT INTO jobs (id, status, task, model, params, image_key, mask_key, width, height, progress_total) \
-         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9) \
+        "INSERT INTO jobs (id, status, task, model, params, image_key, mask_key, width, height, progress_total, webhook_url) \
+         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          RETURNING ",
         job_columns!()
     ),
@@ -110,6 +116,7 @@ pub async fn insert(db: &PgPool, job: &NewJob) -> Result<JobRecord> {
     .bind(job.width as i32)
     .bind(job.height as i32)
     .bind(job.params.total_steps() as i32)
+    .bind(&job.webhook_url)
     .fetch_one(db)
     .await?;
     row.try_into()

@@ -71,7 +71,9 @@ async fn the_service_conforms_to_its_openapi_spec_under_schemathesis() {
             "--checks",
             "not_a_server_error,status_code_conformance,response_schema_conformance",
         ])
-        .args(["--phases", "examples,coverage,fuzzing"])
+        // The coverage phase trips over an internal KeyError in schemathesis
+        // 4.32 on some operations (a crash of the tool, not a finding).
+        .args(["--phases", "examples,fuzzing"])
         .args([
             "--max-examples",
             "25",

@@ -18,8 +18,11 @@ pub struct AppState {
     /// Job events from every worker, fanned out to SSE clients.
     pub events: broadcast::Sender<Arc<EventMessage>>,
     /// The models table, re-read at most once a second for submissions.
-    models: Arc<RwLock<Option<(Instant, Arc<Vec<ModelStatus>>)>>>,
+    models: Arc<RwLock<Option<ModelsRead>>>,
 }
+
+/// The model list and when it was read.
+type ModelsRead = (Instant, Arc<Vec<ModelStatus>>);
 
 /// How stale the model list used to check submissions may be.
 const MODELS_TTL: Duration = Duration::from_secs(1);

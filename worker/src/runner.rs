@@ -200,7 +200,7 @@ impl Worker {
         };
         let lease = self.lease.as_secs_f64();
         let job = match db::jobs::claim(&self.backends.db, job_id, self.id, lease).await? {
-            Claim::Claimed(job) => job,
+            Claim::Claimed(job) => *job,
             Claim::Busy => {
                 // Its worker is alive: the entry stays pending (now ours) and
                 // is looked at again after another lease.

@@ -225,7 +225,7 @@ pub async fn awaiting_delivery(
 #[derive(Debug)]
 pub enum Claim {
     /// The job is this worker's now (attempt `job.attempts`).
-    Claimed(JobRecord),
+    Claimed(Box<JobRecord>),
     /// Another worker runs it and its lease is alive: leave the queue entry
     /// pending, so the job is found again if that worker dies.
     Busy,
@@ -251,7 +251,7 @@ pub async fn claim(db: &PgPool, id: Uuid, worker: Uuid, lease_secs: f64) -> Resu
     .fetch_optional(db)
     .await?;
     if let Some(row) = row {
-        return Ok(Claim::Claimed(row.try_into()?));
+        return Ok(Claim::Claimed(Box::new(row.try_into()?)));
     }
     let status: Option<(String,)> = sqlx::query_as("SELECT status FROM jobs WHERE id = $1")
         .bind(id)

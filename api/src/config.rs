@@ -1,6 +1,7 @@
 //! API settings (flags and environment).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -34,6 +35,71 @@ pub struct ApiArgs {
     #[arg(long, env = "BYTEEDIT_MAX_QUEUED", default_value_t = 1000,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub max_queued: u64,
+    /// How long a finished job keeps its images (input, mask, outputs):
+    /// `7d`, `12h`, `30m`, `90s`; `0` or `none` keeps them forever. Jobs
+    /// that comparisons or ratings use are always kept.
+    #[arg(long, env = "BYTEEDIT_RETENTION", default_value = "7d", value_parser = parse_retention)]
+    pub retention: Retention,
+    /// Seconds between retention sweeps.
+    #[arg(long, env = "BYTEEDIT_RETENTION_SWEEP_SECS", default_value_t = 300.0)]
+    pub retention_sweep_secs: f64,
+    /// Key of the `ByteEdit-Signature` HMAC on webhook deliveries. Without
+    /// it deliveries are sent unsigned (receivers cannot tell them from forgeries).
+    #[arg(long, env = "BYTEEDIT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Attempts per webhook delivery before it is given up.
+    #[arg(long, env = "BYTEEDIT_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8)]
+    pub webhook_max_attempts: u32,
+    /// Delay before the first webhook retry, in seconds; it doubles with each
+    /// attempt (at most an hour).
+    #[arg(long, env = "BYTEEDIT_WEBHOOK_BACKOFF_SECS", default_value_t = 10.0)]
+    pub webhook_backoff_secs: f64,
+    /// Seconds a receiver has to answer a delivery.
+    #[arg(long, env = "BYTEEDIT_WEBHOOK_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub webhook_timeout_secs: f64,
+    /// This API's public base URL (e.g. `https://edit.example.com`), put in
+    /// front of the output paths in webhook bodies. Unset: paths only.
+    #[arg(long, env = "BYTEEDIT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+/// How long finished jobs keep their images; `None`: forever. (A newtype,
+/// because clap reads an `Option` field as "the flag may be absent".)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
+
+/// `7d`, `12h`, `30m`, `90s` or a number of seconds; `0`/`none`/`forever`: no expiry.
+pub fn parse_retention(raw: &str) -> Result<Retention, String> {
+    parse_duration(raw).map(Retention)
+}
+
+fn parse_duration(raw: &str) -> Result<Option<Duration>, String> {
+    let raw = raw.trim();
+    if matches!(raw, "none" | "forever" | "never") {
+        return Ok(None);
+    }
+    let (number, unit) = match raw.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => raw.split_at(i),
+        None => (raw, "s"),
+    };
+    let scale = match unit {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        _ => {
+            return Err(format!(
+                "`{raw}`: use a number with s, m, h or d (e.g. 7d), or none"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{raw}`: use a number with s, m, h or d (e.g. 7d), or none"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("`{raw}` must be 0 or more"));
+    }
+    Ok((value > 0.0).then(|| Duration::from_secs_f64(value * scale)))
 }
 
 impl Default for ApiArgs {
@@ -47,6 +113,49 @@ impl Default for ApiArgs {
             rate_limit: 600,
             rate_burst: 60,
             max_queued: 1000,
+            retention: Retention(Some(Duration::from_secs(7 * 86400))),
+            retention_sweep_secs: 300.0,
+            webhook_secret: None,
+            webhook_max_attempts: 8,
+            webhook_backoff_secs: 10.0,
+            webhook_timeout_secs: 10.0,
+            public_url: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_durations_parse() {
+        let secs = |s| Ok(Retention(Some(Duration::from_secs(s))));
+        assert_eq!(parse_retention("7d"), secs(604_800));
+        assert_eq!(parse_retention("12h"), secs(43_200));
+        assert_eq!(parse_retention("90"), secs(90));
+        assert_eq!(parse_retention("0"), Ok(Retention(None)));
+        assert_eq!(parse_retention("none"), Ok(Retention(None)));
+        assert!(parse_retention("7w").unwrap_err().contains("7w"));
+        assert!(parse_retention("-1d").is_err());
+    }
+
+    /// The flags as the binary parses them (defaults included).
+    #[test]
+    fn the_flags_parse_with_their_defaults() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            api: ApiArgs,
+        }
+        let cli = Cli::try_parse_from(["byteedit"]).unwrap();
+        assert_eq!(cli.api.retention, ApiArgs::default().retention);
+        assert_eq!(cli.api.webhook_max_attempts, 8);
+        let cli = Cli::try_parse_from(["byteedit", "--retention", "none", "--webhook-secret", "s"])
+            .unwrap();
+        assert_eq!(cli.api.retention, Retention(None));
+        assert_eq!(cli.api.webhook_secret.as_deref(), Some("s"));
+        assert!(Cli::try_parse_from(["byteedit", "--retention", "soon"]).is_err());
     }
 }

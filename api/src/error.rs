@@ -41,6 +41,12 @@ pub enum ApiError {
     },
     #[error("the upload is larger than the {limit_mb} MB limit; send smaller images")]
     TooLarge { limit_mb: usize },
+    /// A body above a JSON route's limit (413).
+    #[error("the request body is larger than the {limit_kb} KB limit of this route")]
+    BodyTooLarge { limit_kb: usize },
+    /// The job existed but retention removed its images (410).
+    #[error("{0}")]
+    Gone(String),
     /// A backing service is down (503 with `Retry-After`).
     #[error("{0}")]
     Unavailable(String),
@@ -68,8 +74,9 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict { .. } => StatusCode::CONFLICT,
-            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooLarge { .. } | Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Gone(_) => StatusCode::GONE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Backend(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Backend(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -86,7 +93,8 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
-            Self::TooLarge { .. } => "payload_too_large",
+            Self::TooLarge { .. } | Self::BodyTooLarge { .. } => "payload_too_large",
+            Self::Gone(_) => "expired",
             Self::Unavailable(_) => "unavailable",
             Self::Backend(e) => match e.unavailable_service() {
                 Some("database") => "database_unavailable",

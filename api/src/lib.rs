@@ -12,9 +12,11 @@ pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod retention;
 pub mod routes;
 pub mod state;
 pub mod validation;
+pub mod webhooks;
 
 use std::future::{Future, IntoFuture};
 use std::time::Duration;

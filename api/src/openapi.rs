@@ -46,7 +46,11 @@ Every route but health and metrics needs `Authorization: Bearer <API key>`; a ke
         health::readyz,
         health::metrics,
     ),
-    components(schemas(byteedit_jobs::events::JobEvent, comparisons::ComparisonRun)),
+    components(schemas(
+        byteedit_jobs::events::JobEvent,
+        comparisons::ComparisonRun,
+        crate::webhooks::WebhookEvent
+    )),
     modifiers(&ApiKeys, &Unavailable),
     tags(
         (name = "edits", description = "Submit edits"),

@@ -28,7 +28,8 @@ type ModelsCache = Arc<RwLock<Option<(Instant, Arc<Vec<ModelStatus>>)>>>;
 const MODELS_TTL: Duration = Duration::from_secs(1);
 
 impl AppState {
-    /// Also starts the task that relays job events from Redis.
+    /// Also starts the tasks that relay job events from Redis, sweep
+    /// expired jobs and deliver webhooks.
     pub fn new(config: ApiArgs, backends: Backends) -> Self {
         let (events, _) = broadcast::channel(1024);
         let state = Self {
@@ -39,6 +40,8 @@ impl AppState {
             models: Arc::default(),
         };
         tokio::spawn(crate::dispatch::relay_events(state.clone()));
+        tokio::spawn(crate::retention::run(state.clone()));
+        tokio::spawn(crate::webhooks::run(state.clone()));
         state
     }
 

@@ -50,7 +50,11 @@ const FIELDS: &[&str] = &[
     "mask_resize",
     "crop_padding",
     "color_match",
+    "webhook_url",
 ];
+
+/// Longest `webhook_url` accepted.
+pub const MAX_WEBHOOK_URL: usize = 2048;
 
 /// Bounds of the task options, in pixels.
 pub const MAX_OVERLAP: u32 = 256;
@@ -108,6 +112,13 @@ impl RawEditForm {
                     let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
                         ApiError::invalid("invalid_field", format!("`{name}` is not UTF-8 text"))
                     })?;
+                    // Postgres text and JSON cannot store NUL (a 500 otherwise).
+                    if text.contains('\0') {
+                        return Err(ApiError::invalid(
+                            "invalid_field",
+                            format!("`{name}` contains a NUL character"),
+                        ));
+                    }
                     form.text.push((name, text));
                 }
             }
@@ -231,6 +242,40 @@ pub struct ValidEdit {
     /// Size of the canvas the model edits (the image, extended when outpainting).
     pub width: u32,
     pub height: u32,
+    /// Where the job's end is announced.
+    pub webhook_url: Option<String>,
+}
+
+/// Checks a `webhook_url`: an absolute http(s) URL with a host, of bounded
+/// length, without credentials (they would be stored and logged).
+pub fn webhook_url(raw: &str) -> Result<String, ApiError> {
+    let bad = |why: &str| {
+        ApiError::invalid(
+            "invalid_field",
+            format!(
+                "`webhook_url` {why}; got `{}`",
+                raw.chars().take(100).collect::<String>()
+            ),
+        )
+    };
+    if raw.len() > MAX_WEBHOOK_URL {
+        return Err(bad(&format!(
+            "must be at most {MAX_WEBHOOK_URL} characters"
+        )));
+    }
+    let url = url::Url::parse(raw).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("must be an http:// or https:// URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("must name a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(
+            "must not carry credentials; authenticate with the signature instead",
+        ));
+    }
+    Ok(url.to_string())
 }
 
 /// What an upload's header says.
@@ -240,18 +285,36 @@ struct Header {
     has_alpha: bool,
 }
 
+/// A reader for an upload whose format is read from its bytes (never from
+/// the file name or Content-Type). Reading its header allocates next to
+/// nothing (the image crate's default limits apply); [`decode`] adds the
+/// configuration's limits before any pixel is decoded.
 fn reader<'a>(field: &str, bytes: &'a [u8]) -> Result<ImageReader<Cursor<&'a [u8]>>, ApiError> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| unreadable(field, e.to_string()))?;
     match reader.format() {
-        Some(ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP) => Ok(reader),
-        Some(other) => Err(ApiError::invalid(
-            "invalid_image",
-            format!("`{field}` is {other:?}; send PNG, JPEG or WebP"),
-        )),
-        None => Err(unreadable(field, "unknown format".into())),
+        Some(ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP) => {}
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "invalid_image",
+                format!("`{field}` is {other:?}; send PNG, JPEG or WebP"),
+            ));
+        }
+        None => return Err(unreadable(field, "unknown format".into())),
     }
+    Ok(reader)
+}
+
+/// Decoder limits: the side bound, and an allocation bound of 8 bytes a
+/// pixel (16-bit RGBA) of the largest accepted image plus slack.
+fn limits(config: &ApiArgs) -> Limits {
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(config.max_image_side);
+    limits.max_image_height = Some(config.max_image_side);
+    let pixels = (config.max_megapixels.max(0.0) * 1e6) as u64;
+    limits.max_alloc = Some(pixels.saturating_mul(8).saturating_add(16 << 20));
+    limits
 }
 
 fn unreadable(field: &str, why: String) -> ApiError {
@@ -262,7 +325,9 @@ fn unreadable(field: &str, why: String) -> ApiError {
 }
 
 /// Reads an image's format, size and colour type from its header, without
-/// decoding the pixels (so checking a 1-megapixel upload costs microseconds).
+/// decoding the pixels (so checking a 1-megapixel upload costs microseconds,
+/// and a decompression bomb is refused by [`check_canvas`] right after,
+/// before any pixel is decoded).
 fn header(field: &str, bytes: &[u8]) -> Result<Header, ApiError> {
     let decoder = reader(field, bytes)?
         .into_decoder()
@@ -276,17 +341,32 @@ fn header(field: &str, bytes: &[u8]) -> Result<Header, ApiError> {
     })
 }
 
+/// A decoder refusing the limits says which: that is the caller's image
+/// being too large, not unreadable.
+fn too_large_or_unreadable(field: &str, e: image::ImageError, config: &ApiArgs) -> ApiError {
+    match e {
+        image::ImageError::Limits(_) => ApiError::invalid(
+            "image_too_large",
+            format!(
+                "`{field}` is larger than accepted: each side at most {} pixels, at most {} MP ({e})",
+                config.max_image_side, config.max_megapixels
+            ),
+        ),
+        other => unreadable(field, other.to_string()),
+    }
+}
+
 /// Decodes an upload (masks, and images whose alpha is the mask) to check
-/// its pixels; `max_side` bounds the allocation.
-fn decode(field: &str, bytes: &[u8], max_side: u32) -> Result<image::DynamicImage, ApiError> {
+/// its pixels, after its header passed [`check_canvas`]; the limits bound
+/// the allocation too.
+fn decode(field: &str, bytes: &[u8], config: &ApiArgs) -> Result<image::DynamicImage, ApiError> {
     let mut reader = reader(field, bytes)?;
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(max_side);
-    limits.max_image_height = Some(max_side);
-    reader.limits(limits);
-    reader
-        .decode()
-        .map_err(|e| unreadable(field, e.to_string()))
+    reader.limits(limits(config));
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| too_large_or_unreadable(field, e, config))?;
+    image::DynamicImage::from_decoder(decoder)
+        .map_err(|e| too_large_or_unreadable(field, e, config))
 }
 
 /// True when some pixel is marked for editing: mask pixels at 50 % grey or
@@ -454,6 +534,7 @@ pub fn validate(
         .unwrap_or(defaults::CROP_PADDING);
     let mask_resize = form.flag("mask_resize")?;
     let color_match = form.flag("color_match")?;
+    let webhook_url = form.value("webhook_url").map(webhook_url).transpose()?;
 
     let Some(image) = form.image.clone() else {
         return Err(ApiError::invalid(
@@ -493,6 +574,7 @@ pub fn validate(
     match (&mask, task) {
         (Some(mask), _) => {
             let mh = header("mask", mask)?;
+            check_canvas("`mask`", mh.width, mh.height, config)?;
             if (mh.width, mh.height) != (iw, ih) && !mask_resize {
                 return Err(ApiError::invalid(
                     "size_mismatch",
@@ -502,8 +584,7 @@ pub fn validate(
                     ),
                 ));
             }
-            check_canvas("`mask`", mh.width, mh.height, config)?;
-            let pixels = decode("mask", mask, max_side)?;
+            let pixels = decode("mask", mask, config)?;
             if task != Task::Outpaint && !any_marked(&pixels, false) {
                 return Err(ApiError::invalid(
                     "empty_mask",
@@ -520,7 +601,7 @@ pub fn validate(
                     ),
                 ));
             }
-            if !any_marked(&decode("image", &image, max_side)?, true) {
+            if !any_marked(&decode("image", &image, config)?, true) {
                 return Err(ApiError::invalid(
                     "empty_mask",
                     "no `mask` was sent and the image has no transparent pixels to edit; send a mask, or make the region to edit transparent",
@@ -566,5 +647,6 @@ pub fn validate(
         mask,
         width,
         height,
+        webhook_url,
     })
 }

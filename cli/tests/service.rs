@@ -17,10 +17,15 @@ fn id(job: &Value) -> String {
     job["id"].as_str().unwrap().to_owned()
 }
 
+/// Fields, with a mask, and the output size expected.
+type TaskCase<'a> = (&'a [(&'a str, &'a str)], bool, (u32, u32));
+/// Fields, with a mask, and the status, code and message part expected.
+type BadCase<'a> = (Vec<(&'a str, &'a str)>, bool, u16, &'a str, &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_task_runs_through_sse_and_its_outputs_download() {
     let service = Service::start(1).await;
-    let cases: [(&[(&str, &str)], bool, (u32, u32)); 3] = [
+    let cases: [TaskCase; 3] = [
         (
             &[
                 ("task", "inpaint"),
@@ -178,7 +183,7 @@ async fn service_output_equals_a_direct_engine_run_with_the_reported_parameters(
 async fn bad_requests_get_a_4xx_that_names_what_to_fix() {
     let service = Service::start(1).await;
     let inpaint = [("task", "inpaint"), ("prompt", "x")];
-    let cases: Vec<(Vec<(&str, &str)>, bool, u16, &str, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         (vec![("prompt", "x")], true, 422, "missing_field", "`task`"),
         (
             vec![("task", "paint")],

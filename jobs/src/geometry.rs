@@ -151,7 +151,7 @@ pub fn extension_to(
 ) -> Result<Sides, String> {
     if target_w < width || target_h < height {
         return Err(format!(
-            "the target canvas {target_w}x{target_h} is smaller than the image ({width}x{height}); outpainting only extends"
+            "the target canvas {target_w}x{target_h} (`target_width` x `target_height`) is smaller than the image ({width}x{height}); outpainting only extends"
         ));
     }
     let (ax, ay) = anchor.halves();

@@ -217,6 +217,10 @@ pub struct JobRecord {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Where the job's end is announced (a webhook), if anywhere.
+    pub webhook_url: Option<String>,
+    /// Set when retention removed the job's images.
+    pub expired_at: Option<DateTime<Utc>>,
 }
 
 /// One output image of a job.
@@ -255,6 +259,10 @@ pub struct ModelInfo {
 pub mod keys {
     use uuid::Uuid;
 
+    /// Everything stored for a job lives under this prefix.
+    pub fn job_prefix(job: Uuid) -> String {
+        format!("jobs/{job}")
+    }
     pub fn input(job: Uuid) -> String {
         format!("jobs/{job}/input")
     }

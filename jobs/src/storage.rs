@@ -104,6 +104,28 @@ impl Storage {
         self.store.delete(&self.path(key)).await?;
         Ok(())
     }
+
+    /// Deletes every object under `prefix` (a job's folder: its uploads and
+    /// the outputs of every attempt, including ones a lost worker left);
+    /// answers how many. Deleting what is already gone is not an error, so
+    /// a purge can simply be repeated.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize> {
+        use futures_util::TryStreamExt;
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&self.path(prefix)))
+            .try_collect()
+            .await?;
+        let mut deleted = 0;
+        for object in objects {
+            match self.store.delete(&object.location).await {
+                Ok(()) => deleted += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(deleted)
+    }
 }
 
 #[cfg(test)]
@@ -125,6 +147,20 @@ mod tests {
             );
             storage.delete("jobs/a/input").await.unwrap();
             assert!(storage.get("jobs/a/input").await.is_err());
+            for key in [
+                "jobs/b/input",
+                "jobs/b/attempt-1/output-0.png",
+                "jobs/bb/input",
+            ] {
+                storage.put(key, Bytes::from_static(b"x")).await.unwrap();
+            }
+            assert_eq!(storage.delete_prefix("jobs/b").await.unwrap(), 2);
+            assert!(storage.get("jobs/b/attempt-1/output-0.png").await.is_err());
+            assert!(
+                storage.get("jobs/bb/input").await.is_ok(),
+                "a sibling prefix stays"
+            );
+            assert_eq!(storage.delete_prefix("jobs/b").await.unwrap(), 0);
         }
         assert!(dir.join("jobs/a").is_dir());
         std::fs::remove_dir_all(dir).unwrap();

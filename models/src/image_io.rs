@@ -13,13 +13,36 @@ use crate::error::{ModelError, Result};
 /// Largest side accepted on input, in pixels: far above what the models are
 /// trained for, low enough that a hostile header cannot exhaust memory.
 pub const MAX_SIDE: u32 = 8192;
+/// Most pixels accepted on input by default (64 MP).
+pub const MAX_PIXELS: u64 = 64_000_000;
 
-fn limits() -> Limits {
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(512 * 1024 * 1024);
-    limits
+/// How large an image may be before its pixels are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub max_side: u32,
+    pub max_pixels: u64,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self {
+            max_side: MAX_SIDE,
+            max_pixels: MAX_PIXELS,
+        }
+    }
+}
+
+impl Bounds {
+    /// The decoder's own limits: sides, and an allocation bound of 8 bytes a
+    /// pixel (16-bit RGBA, the widest layout decoded) plus slack for the
+    /// decoder's buffers, so no header can make it allocate more.
+    pub fn limits(&self) -> Limits {
+        let mut limits = Limits::default();
+        limits.max_image_width = Some(self.max_side);
+        limits.max_image_height = Some(self.max_side);
+        limits.max_alloc = Some(self.max_pixels.saturating_mul(8).saturating_add(16 << 20));
+        limits
+    }
 }
 
 /// Decodes an image file of any supported format (detected from its bytes).
@@ -28,8 +51,21 @@ pub fn read_image(path: &Path) -> Result<image::DynamicImage> {
     decode_image(&bytes, &path.display().to_string())
 }
 
-/// Decodes image bytes; `name` is used in error messages.
+/// Decodes image bytes within the default [`Bounds`]; `name` is used in
+/// error messages.
 pub fn decode_image(bytes: &[u8], name: &str) -> Result<image::DynamicImage> {
+    decode_image_within(bytes, name, Bounds::default())
+}
+
+/// Decodes image bytes whose format (PNG, JPEG, WebP) is read from the bytes
+/// themselves. The header is checked against `bounds` before any pixel is
+/// decoded, so a decompression bomb (a tiny file declaring a huge canvas)
+/// costs microseconds and no memory.
+pub fn decode_image_within(
+    bytes: &[u8],
+    name: &str,
+    bounds: Bounds,
+) -> Result<image::DynamicImage> {
     let bad = |message: String| ModelError::Image {
         path: name.to_string(),
         message,
@@ -37,11 +73,20 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<image::DynamicImage> {
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| bad(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(bad("unknown format: use PNG, JPEG or WebP".into()));
+    match reader.format() {
+        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP) => {}
+        _ => return Err(bad("unknown format: use PNG, JPEG or WebP".into())),
     }
-    reader.limits(limits());
-    reader.decode().map_err(|e| bad(e.to_string()))
+    reader.limits(bounds.limits());
+    let decoder = reader.into_decoder().map_err(|e| bad(e.to_string()))?;
+    let (width, height) = image::ImageDecoder::dimensions(&decoder);
+    if width as u64 * height as u64 > bounds.max_pixels {
+        return Err(bad(format!(
+            "{width}x{height} is more than the {} pixels allowed",
+            bounds.max_pixels
+        )));
+    }
+    image::DynamicImage::from_decoder(decoder).map_err(|e| bad(e.to_string()))
 }
 
 /// RGB, alpha dropped, as PIL's `convert("RGB")`.
@@ -181,6 +226,70 @@ mod tests {
             via_rgb
         );
         assert_eq!(via_rgb, grey);
+    }
+
+    /// A PNG whose header declares `w`x`h` (8-bit grey) with no pixel data:
+    /// a decompression bomb's first bytes.
+    pub(crate) fn png_header(w: u32, h: u32) -> Vec<u8> {
+        fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+            let mut body = kind.to_vec();
+            body.extend(data);
+            let mut crc = !0u32;
+            for &b in &body {
+                crc ^= b as u32;
+                for _ in 0..8 {
+                    crc = if crc & 1 == 1 {
+                        (crc >> 1) ^ 0xEDB8_8320
+                    } else {
+                        crc >> 1
+                    };
+                }
+            }
+            out.extend((data.len() as u32).to_be_bytes());
+            out.extend(body);
+            out.extend((!crc).to_be_bytes());
+        }
+        let mut ihdr = w.to_be_bytes().to_vec();
+        ihdr.extend(h.to_be_bytes());
+        ihdr.extend([8, 0, 0, 0, 0]);
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        chunk(&mut out, b"IHDR", &ihdr);
+        // A zlib stream that inflates to a few bytes, where a real bomb's would
+        // inflate to the whole declared canvas.
+        chunk(
+            &mut out,
+            b"IDAT",
+            &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01],
+        );
+        chunk(&mut out, b"IEND", &[]);
+        out
+    }
+
+    #[test]
+    fn a_header_declaring_a_huge_canvas_is_refused_before_decoding() {
+        let bomb = png_header(100_000, 100_000);
+        assert!(bomb.len() < 200, "{} bytes", bomb.len());
+        let err = decode_image(&bomb, "bomb").unwrap_err().to_string();
+        assert!(err.contains("bomb"), "{err}");
+        // Within the side limit but above the pixel bound.
+        let bounds = Bounds {
+            max_side: 8192,
+            max_pixels: 1_000_000,
+        };
+        let wide = png_header(2000, 1000);
+        let err = decode_image_within(&wide, "wide", bounds)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("2000x1000"), "{err}");
+    }
+
+    #[test]
+    fn the_format_comes_from_the_bytes() {
+        let mut png = Vec::new();
+        image::DynamicImage::ImageLuma8(GrayImage::new(3, 2))
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        assert_eq!(decode_image(&png, "x.jpg").unwrap().width(), 3);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use byteedit_jobs::geometry::{Geometry, Rect};
 use byteedit_jobs::{EditParams, JobRecord, ModelInfo, Task};
-use byteedit_models::image_io::{alpha_mask, decode_image, to_luma, to_rgb};
+use byteedit_models::image_io::{Bounds, alpha_mask, decode_image_within, to_luma, to_rgb};
 use byteedit_models::tasks::{EditPlan, Extension, Region, TaskOptions, WorkingSize};
 use byteedit_models::{EditRequest, ModelError, SchedulerKind};
 
@@ -21,9 +21,22 @@ pub fn prepare(
     mask: Option<&[u8]>,
 ) -> Result<PreparedEdit, ModelError> {
     let p = &job.params;
-    let decoded = decode_image(image, "image")?;
+    // The API accepted the job at this canvas size: the stored image can be
+    // no larger, so a file that grew in storage (or a header the API read
+    // differently) cannot make the worker allocate more than the job needs.
+    let bounds = Bounds {
+        max_side: job.width.max(job.height),
+        max_pixels: job.width as u64 * job.height as u64,
+    };
+    let decoded = decode_image_within(image, "image", bounds)?;
+    // A mask is the image's size, unless it is resized to it.
+    let mask_bounds = if p.mask_resize {
+        Bounds::default()
+    } else {
+        bounds
+    };
     let mask = match mask {
-        Some(m) => Some(to_luma(&decode_image(m, "mask")?)),
+        Some(m) => Some(to_luma(&decode_image_within(m, "mask", mask_bounds)?)),
         None => alpha_mask(&decoded),
     };
     if mask.is_none() && job.task != Task::Outpaint {

@@ -9,10 +9,19 @@ use axum::http::StatusCode;
 
 use crate::error::ApiError;
 
+/// Largest body of the JSON routes (votes, ratings, volunteers, comparisons
+/// of existing jobs): far above any valid one, small enough that a client
+/// cannot make the API buffer megabytes of JSON. Multipart upload routes
+/// have `--max-upload-mb` instead.
+pub const JSON_LIMIT_KB: usize = 64;
+
 /// A JSON body or the error that says what is wrong with it.
 pub fn json<T>(body: Result<axum::Json<T>, JsonRejection>) -> Result<T, ApiError> {
     match body {
         Ok(axum::Json(v)) => Ok(v),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::BodyTooLarge {
+            limit_kb: JSON_LIMIT_KB,
+        }),
         Err(e) if e.status() == StatusCode::UNPROCESSABLE_ENTITY => {
             Err(ApiError::invalid("invalid_field", e.body_text()))
         }

@@ -102,7 +102,11 @@ fn votes_wanted(v: Option<i32>) -> Result<i32, ApiError> {
     )),
     responses(
         (status = 201, description = "Created", body = ComparisonOut),
+        (status = 400, description = "The body is neither JSON nor a readable multipart form", body = ErrorResponse),
+        (status = 404, description = "No such job", body = ErrorResponse),
         (status = 409, description = "A job has not succeeded", body = ErrorResponse),
+        (status = 410, description = "A job has expired", body = ErrorResponse),
+        (status = 413, description = "The body is larger than the route's limit", body = ErrorResponse),
         (status = 422, description = "Not the same input, or a bad field", body = ErrorResponse),
     ))]
 pub async fn create_comparison(
@@ -134,7 +138,14 @@ pub async fn create_comparison(
             .await;
         from_jobs(&state, json(body)?).await?
     };
-    let saved = feedback::insert_comparison(&state.backends.db, &comparison).await?;
+    let saved = feedback::insert_comparison(&state.backends.db, &comparison)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Gone(
+                "a job of this comparison has expired and its images are deleted; compare newer jobs"
+                    .into(),
+            )
+        })?;
     Ok((StatusCode::CREATED, Json(saved.into())))
 }
 
@@ -204,6 +215,9 @@ async fn from_jobs(state: &AppState, body: ComparisonFromJobs) -> Result<Compari
     let db = &state.backends.db;
     let finished = |job: Option<JobRecord>, id: Uuid| -> Result<JobRecord, ApiError> {
         let job = job.ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))?;
+        if job.expired_at.is_some() {
+            return Err(super::jobs::gone(&job));
+        }
         if job.status != JobStatus::Succeeded {
             return Err(ApiError::Conflict {
                 code: "job_not_succeeded",
@@ -399,7 +413,9 @@ pub struct VoteOut {
     responses(
         (status = 201, description = "Recorded", body = VoteOut),
         (status = 200, description = "Replaced the earlier vote", body = VoteOut),
+        (status = 400, description = "The body is not JSON", body = ErrorResponse),
         (status = 404, description = "No such comparison", body = ErrorResponse),
+        (status = 413, description = "The body is larger than the route's limit", body = ErrorResponse),
         (status = 422, description = "A bad field", body = ErrorResponse),
     ))]
 pub async fn vote(

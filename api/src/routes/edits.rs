@@ -83,6 +83,11 @@ pub struct EditForm {
     crop_padding: Option<u32>,
     /// `true`: match the generated region's colours to its surroundings.
     color_match: Option<bool>,
+    /// An http(s) URL (at most 2048 characters) that is `POST`ed a JSON
+    /// body when the job ends (succeeded, failed or canceled), signed with
+    /// `ByteEdit-Signature` and retried with backoff until it answers 2xx.
+    #[schema(max_length = 2048)]
+    webhook_url: Option<String>,
 }
 
 /// The `Idempotency-Key` header, checked.
@@ -192,6 +197,7 @@ pub async fn submit(
             width: edit.width,
             height: edit.height,
             owner_key: Some(owner),
+            webhook_url: edit.webhook_url.clone(),
         },
     )
     .await?;

@@ -30,6 +30,7 @@ const RESYNC: Duration = Duration::from_secs(10);
     responses(
         (status = 200, description = "An SSE stream; each event's data is JSON with a `type` equal to the event name", content_type = "text/event-stream"),
         (status = 404, description = "No such job", body = ErrorResponse),
+        (status = 410, description = "The job has expired", body = ErrorResponse),
     ))]
 pub async fn job_events(
     State(state): State<AppState>,

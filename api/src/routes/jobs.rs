@@ -55,6 +55,13 @@ pub struct JobOut {
     pub started_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// Where the job's end is announced (`POST`ed, signed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// Set once retention deleted the job's images (input, mask, outputs):
+    /// the job then answers 410 and lists show it with no outputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expired_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
@@ -92,8 +99,10 @@ impl JobOut {
                 total: job.progress_total,
             }),
             cancel_requested: job.cancel_requested && job.status == JobStatus::Running,
+            // An expired job's images are gone: no dead links.
             outputs: outputs
                 .iter()
+                .filter(|_| job.expired_at.is_none())
                 .map(|o| OutputOut {
                     index: o.index,
                     url: format!("/v1/jobs/{}/outputs/{}", o.job_id, o.index),
@@ -108,6 +117,8 @@ impl JobOut {
             created_at: job.created_at,
             started_at: job.started_at,
             finished_at: job.finished_at,
+            webhook_url: job.webhook_url,
+            expired_at: job.expired_at,
         }
     }
 }
@@ -127,18 +138,19 @@ pub async fn job_out(state: &AppState, job: JobRecord) -> Result<JobOut, ApiErro
     Ok(JobOut::new(job, &outputs, position))
 }
 
-/// The job `raw_id`, if `caller` may see it; another client's job is
-/// "not found", like a job that does not exist.
+/// The job `raw_id`, if `caller` may see it and it has not expired: 404 when
+/// unknown or another client's (as if it did not exist), 410 once expired.
 pub async fn find_job(
     state: &AppState,
     caller: &Caller,
     raw_id: &str,
 ) -> Result<JobRecord, ApiError> {
     let id = parse_job_id(raw_id)?;
-    db::jobs::get(&state.backends.db, id)
+    let job = db::jobs::get(&state.backends.db, id)
         .await?
         .filter(|job| caller.may_see(job))
-        .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))
+        .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))?;
+    unexpired(job)
 }
 
 /// The job `raw_id`, if `caller` may see its images: as [`find_job`], and
@@ -157,8 +169,29 @@ async fn find_job_images(
         (Some(job), None) => caller.may_see(job),
         (Some(_), Some(v)) => v.expert || db::feedback::in_comparison(db, id).await?,
     };
-    job.filter(|_| visible)
-        .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))
+    let job = job
+        .filter(|_| visible)
+        .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))?;
+    unexpired(job)
+}
+
+fn unexpired(job: JobRecord) -> Result<JobRecord, ApiError> {
+    match job.expired_at {
+        Some(_) => Err(gone(&job)),
+        None => Ok(job),
+    }
+}
+
+/// The 410 of an expired job.
+pub fn gone(job: &JobRecord) -> ApiError {
+    let when = job
+        .expired_at
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    ApiError::Gone(format!(
+        "job `{}` has expired ({when}): its input, mask and outputs were deleted after the retention period; submit the edit again",
+        job.id
+    ))
 }
 
 /// A job's state, progress, outputs and parameters.
@@ -167,6 +200,7 @@ async fn find_job_images(
     responses(
         (status = 200, description = "The job", body = JobOut),
         (status = 404, description = "No such job", body = ErrorResponse),
+        (status = 410, description = "The job has expired", body = ErrorResponse),
     ))]
 pub async fn get_job(
     State(state): State<AppState>,
@@ -345,6 +379,7 @@ async fn publish_quietly(state: &AppState, message: &events::EventMessage) {
     responses(
         (status = 200, description = "The image", content_type = "image/png"),
         (status = 404, description = "No such job or output", body = ErrorResponse),
+        (status = 410, description = "The job has expired", body = ErrorResponse),
         (status = 409, description = "The job has not succeeded (yet)", body = ErrorResponse),
     ))]
 pub async fn get_output(
@@ -405,6 +440,7 @@ pub enum Upload {
     responses(
         (status = 200, description = "The uploaded image (PNG, JPEG or WebP)"),
         (status = 404, description = "No such job", body = ErrorResponse),
+        (status = 410, description = "The job has expired", body = ErrorResponse),
     ))]
 pub async fn get_input(
     State(state): State<AppState>,
@@ -420,6 +456,7 @@ pub async fn get_input(
     responses(
         (status = 200, description = "The uploaded mask"),
         (status = 404, description = "No such job, or it has no mask file", body = ErrorResponse),
+        (status = 410, description = "The job has expired", body = ErrorResponse),
     ))]
 pub async fn get_mask(
     State(state): State<AppState>,

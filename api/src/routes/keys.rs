@@ -95,6 +95,13 @@ pub fn check_new_key(
             "`name` must be 1 to 100 characters",
         ));
     }
+    // Postgres text cannot hold NUL, and no name needs control characters.
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "`name` must not contain control characters",
+        ));
+    }
     if expert && role != Role::Volunteer {
         return Err(ApiError::invalid(
             "invalid_field",
@@ -116,6 +123,8 @@ pub fn check_new_key(
     request_body = KeyIn,
     responses(
         (status = 201, description = "Created; `key` is shown only now", body = IssuedKeyOut),
+        (status = 400, description = "The body is not JSON", body = ErrorResponse),
+        (status = 413, description = "The body is larger than the route's limit", body = ErrorResponse),
         (status = 422, description = "A bad field", body = ErrorResponse),
     ))]
 pub async fn create_key(

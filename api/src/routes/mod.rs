@@ -58,11 +58,53 @@ pub fn router(state: AppState) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::spec()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Every body-reading extractor obeys this; the upload routes raise
+        // it to the upload limit above (the route's layer wins).
+        .layer(DefaultBodyLimit::max(body::JSON_LIMIT_KB * 1024))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            too_large_as_json,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track,
         ))
         .with_state(state)
+}
+
+/// A body refused for its size before any handler ran (by hyper or a
+/// rejection that does not go through [`body`]) still gets the API's JSON
+/// error shape.
+async fn too_large_as_json(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    let multipart = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/"));
+    let response = next.run(request).await;
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        use axum::response::IntoResponse;
+        return if multipart {
+            ApiError::TooLarge {
+                limit_mb: state.config.max_upload_mb,
+            }
+            .into_response()
+        } else {
+            ApiError::BodyTooLarge {
+                limit_kb: body::JSON_LIMIT_KB,
+            }
+            .into_response()
+        };
+    }
+    response
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

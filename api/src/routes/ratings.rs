@@ -47,8 +47,12 @@ pub struct RatingOut {
     responses(
         (status = 201, description = "Recorded", body = RatingOut),
         (status = 200, description = "Replaced the earlier rating", body = RatingOut),
+        (status = 400, description = "The body is not JSON", body = ErrorResponse),
         (status = 403, description = "Not a volunteer key, or the volunteer is not an expert", body = ErrorResponse),
+        (status = 404, description = "No such job", body = ErrorResponse),
         (status = 409, description = "The job has not succeeded", body = ErrorResponse),
+        (status = 410, description = "The job has expired", body = ErrorResponse),
+        (status = 413, description = "The body is larger than the route's limit", body = ErrorResponse),
         (status = 422, description = "A score is missing or out of range", body = ErrorResponse),
     ))]
 pub async fn rate(
@@ -68,6 +72,9 @@ pub async fn rate(
     let job = db::jobs::get(db, job_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))?;
+    if job.expired_at.is_some() {
+        return Err(super::jobs::gone(&job));
+    }
     if job.status != JobStatus::Succeeded {
         return Err(ApiError::Conflict {
             code: "job_not_succeeded",
@@ -119,7 +126,8 @@ pub async fn rate(
             aesthetics,
         },
     )
-    .await?;
+    .await?
+    .ok_or_else(|| super::jobs::gone(&job))?;
     Ok((
         upsert_status(replaced),
         Json(RatingOut {

@@ -216,6 +216,12 @@ impl Service {
         PathBuf::from(&self.connect.storage_url)
     }
 
+    /// Headers every request to the API needs (the admin key), for clients
+    /// the tests run outside `http` (schemathesis).
+    pub fn auth_headers(&self) -> Vec<(String, String)> {
+        vec![("Authorization".into(), format!("Bearer {}", self.admin_key))]
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

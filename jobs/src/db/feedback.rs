@@ -38,11 +38,16 @@ macro_rules! comparison_columns {
     };
 }
 
-pub async fn insert_comparison(db: &PgPool, c: &Comparison) -> Result<Comparison> {
+/// Records a comparison; `None` when one of its jobs has expired. Both job
+/// rows are share-locked by the insert, so the retention sweep (which skips
+/// locked rows and exempts compared jobs) cannot expire them underneath it.
+pub async fn insert_comparison(db: &PgPool, c: &Comparison) -> Result<Option<Comparison>> {
     Ok(sqlx::query_as(concat!(
         "INSERT INTO comparisons AS c (id, task, prompt, candidate_job, candidate_output, candidate_model, \
          baseline_job, baseline_output, baseline_model, votes_wanted) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
+         FROM (SELECT id FROM jobs WHERE id IN ($4, $7) AND expired_at IS NULL FOR SHARE) AS live \
+         HAVING count(*) = 2 RETURNING ",
         comparison_columns!()
     ))
     .bind(c.id)
@@ -55,7 +60,7 @@ pub async fn insert_comparison(db: &PgPool, c: &Comparison) -> Result<Comparison
     .bind(c.baseline_output)
     .bind(&c.baseline_model)
     .bind(c.votes_wanted)
-    .fetch_one(db)
+    .fetch_optional(db)
     .await?)
 }
 
@@ -181,11 +186,14 @@ pub struct NewRating {
     pub aesthetics: Option<i16>,
 }
 
-/// Records a rating, replacing this expert's earlier one. True when it replaced one.
-pub async fn upsert_rating(db: &PgPool, r: &NewRating) -> Result<bool> {
-    let (replaced,): (bool,) = sqlx::query_as(
+/// Records a rating, replacing this expert's earlier one: `Some(true)` when
+/// it replaced one, `None` when the job has expired. The job row is
+/// share-locked by the insert, so the retention sweep (which skips locked
+/// rows and exempts rated jobs) cannot expire it underneath the rating.
+pub async fn upsert_rating(db: &PgPool, r: &NewRating) -> Result<Option<bool>> {
+    let row: Option<(bool,)> = sqlx::query_as(
         "INSERT INTO ratings (job_id, output_index, volunteer_id, coherence, structure, aesthetics) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
+         SELECT id, $2, $3, $4, $5, $6 FROM jobs WHERE id = $1 AND expired_at IS NULL FOR SHARE \
          ON CONFLICT (job_id, output_index, volunteer_id) DO UPDATE SET coherence = $4, \
            structure = $5, aesthetics = $6, updated_at = now() \
          RETURNING (xmax <> 0)",
@@ -196,9 +204,9 @@ pub async fn upsert_rating(db: &PgPool, r: &NewRating) -> Result<bool> {
     .bind(r.coherence)
     .bind(r.structure)
     .bind(r.aesthetics)
-    .fetch_one(db)
+    .fetch_optional(db)
     .await?;
-    Ok(replaced)
+    Ok(row.map(|(replaced,)| replaced))
 }
 
 /// Vote counts per candidate, baseline and task for one aspect.

@@ -21,6 +21,7 @@ pub struct NewJob {
     pub height: u32,
     /// The submitting API key.
     pub owner_key: Option<Uuid>,
+    pub webhook_url: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -47,6 +48,8 @@ struct JobRow {
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
+    webhook_url: Option<String>,
+    expired_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<JobRow> for JobRecord {
@@ -80,6 +83,8 @@ impl TryFrom<JobRow> for JobRecord {
             created_at: r.created_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
+            webhook_url: r.webhook_url,
+            expired_at: r.expired_at,
         })
     }
 }
@@ -89,7 +94,8 @@ macro_rules! job_columns {
     () => {
         "id, status, task, model, params, image_key, mask_key, width, height, \
          progress_step, progress_total, cancel_requested, worker_id, owner_key, attempts, error_code, \
-         error_message, timings, geometry, created_at, started_at, finished_at"
+         error_message, timings, geometry, created_at, started_at, finished_at, webhook_url, \
+         expired_at"
     };
 }
 
@@ -99,8 +105,8 @@ fn records(rows: Vec<JobRow>) -> Result<Vec<JobRecord>> {
 
 pub async fn insert(db: &PgPool, job: &NewJob) -> Result<JobRecord> {
     let row: JobRow = sqlx::query_as(concat!(
-        "INSERT INTO jobs (id, status, task, model, params, image_key, mask_key, width, height, progress_total, owner_key) \
-         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+        "INSERT INTO jobs (id, status, task, model, params, image_key, mask_key, width, height, progress_total, owner_key, webhook_url) \
+         VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          RETURNING ",
         job_columns!()
     ),
@@ -115,6 +121,7 @@ pub async fn insert(db: &PgPool, job: &NewJob) -> Result<JobRecord> {
     .bind(job.height as i32)
     .bind(job.params.total_steps() as i32)
     .bind(job.owner_key)
+    .bind(&job.webhook_url)
     .fetch_one(db)
     .await?;
     row.try_into()

@@ -5,6 +5,8 @@ pub mod feedback;
 pub mod idempotency;
 pub mod jobs;
 pub mod models;
+pub mod retention;
+pub mod webhooks;
 
 pub use models::ModelStatus;
 

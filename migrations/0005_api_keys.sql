@@ -7,8 +7,9 @@ CREATE TABLE api_keys (
     name         text NOT NULL,
     role         text NOT NULL CHECK (role IN ('client', 'volunteer', 'admin')),
     secret_hash  bytea NOT NULL,
-    -- The volunteer a `volunteer` key votes as.
-    volunteer_id uuid UNIQUE REFERENCES volunteers (id),
+    -- The volunteer a `volunteer` key votes as (one may hold several keys,
+    -- e.g. a new one after a leak, and stays one voter).
+    volunteer_id uuid REFERENCES volunteers (id),
     -- Requests per minute; null: the API's `--rate-limit` default.
     rate_limit   integer CHECK (rate_limit > 0),
     created_at   timestamptz NOT NULL DEFAULT now(),
@@ -23,6 +24,8 @@ ALTER TABLE volunteers ALTER COLUMN token_hash DROP NOT NULL;
 -- before keys (visible to admins only).
 ALTER TABLE jobs ADD COLUMN owner_key uuid REFERENCES api_keys (id);
 CREATE INDEX jobs_owner_key_id ON jobs (owner_key, id DESC);
+-- Admission control counts a model's recently finished jobs (its pace).
+CREATE INDEX jobs_model_finished ON jobs (model, finished_at);
 
 -- Idempotency keys become per client (two clients may both send `retry-1`).
 -- The old global keys only guarded retries of requests already answered.

@@ -41,7 +41,7 @@ pub struct ApiArgs {
     #[arg(long, env = "BYTEEDIT_RETENTION", default_value = "7d", value_parser = parse_retention)]
     pub retention: Retention,
     /// Seconds between retention sweeps.
-    #[arg(long, env = "BYTEEDIT_RETENTION_SWEEP_SECS", default_value_t = 300.0)]
+    #[arg(long, env = "BYTEEDIT_RETENTION_SWEEP_SECS", default_value_t = 300.0, value_parser = byteedit_jobs::config::parse_seconds)]
     pub retention_sweep_secs: f64,
     /// Key of the `ByteEdit-Signature` HMAC on webhook deliveries. Without
     /// it deliveries are sent unsigned (receivers cannot tell them from forgeries).
@@ -52,10 +52,10 @@ pub struct ApiArgs {
     pub webhook_max_attempts: u32,
     /// Delay before the first webhook retry, in seconds; it doubles with each
     /// attempt (at most an hour).
-    #[arg(long, env = "BYTEEDIT_WEBHOOK_BACKOFF_SECS", default_value_t = 10.0)]
+    #[arg(long, env = "BYTEEDIT_WEBHOOK_BACKOFF_SECS", default_value_t = 10.0, value_parser = byteedit_jobs::config::parse_seconds)]
     pub webhook_backoff_secs: f64,
     /// Seconds a receiver has to answer a delivery.
-    #[arg(long, env = "BYTEEDIT_WEBHOOK_TIMEOUT_SECS", default_value_t = 10.0)]
+    #[arg(long, env = "BYTEEDIT_WEBHOOK_TIMEOUT_SECS", default_value_t = 10.0, value_parser = byteedit_jobs::config::parse_seconds)]
     pub webhook_timeout_secs: f64,
     /// This API's public base URL (e.g. `https://edit.example.com`), put in
     /// front of the output paths in webhook bodies. Unset: paths only.
@@ -96,8 +96,9 @@ fn parse_duration(raw: &str) -> Result<Option<Duration>, String> {
     let value: f64 = number
         .parse()
         .map_err(|_| format!("`{raw}`: use a number with s, m, h or d (e.g. 7d), or none"))?;
-    if !value.is_finite() || value < 0.0 {
-        return Err(format!("`{raw}` must be 0 or more"));
+    // Up to a century: beyond it a Duration would overflow.
+    if !value.is_finite() || value < 0.0 || value * scale > 3.2e9 {
+        return Err(format!("`{raw}` must be 0 to about 100 years"));
     }
     Ok((value > 0.0).then(|| Duration::from_secs_f64(value * scale)))
 }

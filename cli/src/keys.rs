@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use byteedit_jobs::access::Role;
-use byteedit_jobs::config::{DEFAULT_DATABASE_URL, connect_database};
+use byteedit_jobs::config::{DEFAULT_DATABASE_URL, connect_database, redacted};
 use byteedit_jobs::db::api_keys::{self, ApiKey, NewKey};
 use clap::{Args, Subcommand};
 
@@ -30,6 +30,10 @@ enum KeysAction {
         /// Volunteer keys: may also rate single outputs.
         #[arg(long)]
         expert: bool,
+        /// Volunteer keys: another key for this existing volunteer (who keeps
+        /// their votes and expert flag), e.g. after revoking a leaked one.
+        #[arg(long)]
+        volunteer_id: Option<uuid::Uuid>,
         /// Requests a minute for this key (default: the API's --rate-limit).
         #[arg(long)]
         rate_limit: Option<u32>,
@@ -51,19 +55,37 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
     runtime.block_on(async {
         let db = connect_database(&cmd.database_url, 2, 10.0)
             .await
-            .with_context(|| format!("cannot connect to Postgres ({})", cmd.database_url))?;
+            .with_context(|| {
+                format!(
+                    "cannot connect to Postgres ({})",
+                    redacted(&cmd.database_url)
+                )
+            })?;
         match cmd.action {
             KeysAction::Create {
                 role,
                 name,
                 expert,
+                volunteer_id,
                 rate_limit,
             } => {
-                byteedit_api::routes::keys::check_new_key(&name, role, expert, rate_limit)?;
+                byteedit_api::routes::keys::check_new_key(
+                    &name,
+                    role,
+                    expert,
+                    volunteer_id,
+                    rate_limit,
+                )?;
+                if let Some(id) = volunteer_id
+                    && !api_keys::volunteer_exists(&db, id).await?
+                {
+                    anyhow::bail!("no volunteer `{id}`; see `byteedit keys list`");
+                }
                 let new = NewKey {
                     name: name.trim(),
                     role,
                     expert,
+                    volunteer: volunteer_id,
                     rate_limit,
                 };
                 let (record, key) = api_keys::create(&db, &new).await?;
@@ -102,10 +124,10 @@ fn list_line(key: &ApiKey) -> String {
         .last_used_at
         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| "never".into());
-    let expert = if key.volunteer.as_ref().is_some_and(|v| v.expert) {
-        " (expert)"
-    } else {
-        ""
+    let expert = match &key.volunteer {
+        Some(v) if v.expert => format!(" (expert volunteer {})", v.id),
+        Some(v) => format!(" (volunteer {})", v.id),
+        None => String::new(),
     };
     format!(
         "{:<36}  {:<9}  {state:<7}  {used:<25}  {}{expert}",

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use byteedit_api::ApiArgs;
+use byteedit_jobs::config::redacted;
 use byteedit_jobs::{Backends, ConnectArgs};
 use byteedit_worker::{Worker, WorkerArgs, WorkerHandle};
 use clap::Args;
@@ -73,7 +74,9 @@ async fn connect(args: &ConnectArgs) -> anyhow::Result<Backends> {
     Backends::connect(args).await.with_context(|| {
         format!(
             "cannot connect to Postgres ({}), Redis ({}) or storage ({})",
-            args.database_url, args.redis_url, args.storage_url
+            redacted(&args.database_url),
+            redacted(&args.redis_url),
+            redacted(&args.storage_url)
         )
     })
 }
@@ -157,8 +160,34 @@ pub fn serve(cmd: ServeCommand) -> anyhow::Result<()> {
         let worker = start_worker(cmd.worker, backends.clone(), cmd.device).await?;
         let state = byteedit_api::app_state(&cmd.api, backends);
         let grace = cmd.shutdown.grace();
-        byteedit_api::serve_draining(listener, state, shutdown_signal(), grace).await?;
-        worker.stop_within(grace).await?;
+        // One stop for both roles, at once: the worker must stop taking jobs
+        // while the API drains, not after it (that would double the time an
+        // orchestrator has to wait, and start jobs it would then hand back).
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let stop = std::sync::Arc::new(stop);
+        let on_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stopping| *stopping).await;
+        };
+        let signal_stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = signal_stop.send(true);
+        });
+        let api = async {
+            let served =
+                byteedit_api::serve_draining(listener, state, on_stop(stopped.clone()), grace)
+                    .await;
+            // An API that fails by itself takes the worker down with it.
+            let _ = stop.send(true);
+            served
+        };
+        let worker = async {
+            on_stop(stopped.clone()).await;
+            worker.stop_within(grace).await
+        };
+        let (served, stopped_worker) = tokio::join!(api, worker);
+        served?;
+        stopped_worker?;
         Ok(())
     })
 }

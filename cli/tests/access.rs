@@ -130,6 +130,20 @@ async fn keys_roles_and_clients_see_only_their_own_jobs() {
     assert_eq!(status, 404);
     let (status, _) = status_of(volunteer.get(service.url("/v1/models"))).await;
     assert_eq!(status, 200, "any key reads the model list");
+    // Experts rate comparisons' jobs and admins' jobs, not clients' own.
+    let expert_key = service.volunteer("eve", true).await;
+    let expert = authorized(&expert_key);
+    let (status, _) =
+        status_of(expert.get(service.url(&format!("/v1/jobs/{mine}/outputs/0")))).await;
+    assert_eq!(status, 404);
+    let (status, _) = service
+        .post_json(
+            &format!("/v1/jobs/{mine}/ratings"),
+            Some(&expert_key),
+            json!({"coherence": 3, "structure": 3}),
+        )
+        .await;
+    assert_eq!(status, 404);
 
     // Clients do not manage keys; admins do, and a revoked key stops at once.
     let (status, _) = service
@@ -164,6 +178,35 @@ async fn keys_roles_and_clients_see_only_their_own_jobs() {
         assert_eq!(status, 422, "{bad}: {body}");
     }
     let (_, keys) = service.get_as("/v1/keys", &service.admin_key).await;
+    // A second key for an existing volunteer: the same voter, not a new one.
+    let vic = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "vic")
+        .unwrap()["volunteer_id"]
+        .clone();
+    let (status, again) = service
+        .post_json(
+            "/v1/keys",
+            Some(&service.admin_key),
+            json!({"name": "vic's phone", "role": "volunteer", "volunteer_id": vic}),
+        )
+        .await;
+    assert_eq!((status, &again["volunteer_id"]), (201, &vic), "{again}");
+    let (status, _) = service
+        .get_as("/v1/comparisons/next", again["key"].as_str().unwrap())
+        .await;
+    assert_eq!(status, 204, "the new key votes (nothing to judge yet)");
+    for bad in [
+        json!({"name": "x", "role": "volunteer", "volunteer_id": "0190b6a0-0000-7000-8000-000000000000"}),
+        json!({"name": "x", "role": "client", "volunteer_id": vic}),
+    ] {
+        let (status, _) = service
+            .post_json("/v1/keys", Some(&service.admin_key), bad.clone())
+            .await;
+        assert_eq!(status, 422, "{bad}");
+    }
     let text = keys.to_string();
     assert!(
         text.contains("third") && !text.contains(&third),

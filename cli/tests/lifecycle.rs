@@ -14,7 +14,7 @@ use byteedit_jobs::db::webhooks;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use support::{MODEL, Service, error_code, fixture_bytes};
+use support::{MODEL, Service, error_code, fixture_bytes, fixture_form};
 use tokio::sync::Mutex;
 
 fn png(image: image::DynamicImage) -> Vec<u8> {
@@ -78,13 +78,14 @@ fn files_under(dir: &std::path::Path) -> usize {
         .sum()
 }
 
-async fn succeeded_job(svc: &Service) -> String {
-    let (status, job) = svc
-        .submit(&[("task", "erase"), ("steps", "1"), ("model", MODEL)], true)
-        .await;
+/// A finished erase job, submitted with `http` (a client or `svc.admin`).
+async fn succeeded_job(svc: &Service, http: &reqwest::Client) -> String {
+    let form = fixture_form(&[("task", "erase"), ("steps", "1"), ("model", MODEL)], true);
+    let (status, job) = svc.post_form_as(http, "/v1/edits", form).await;
     assert_eq!(status, 202, "{job}");
     let id = job["id"].as_str().unwrap().to_owned();
-    svc.wait_for(&id, |j| j["status"] == "succeeded").await;
+    svc.wait_for_as(http, &id, |j| j["status"] == "succeeded")
+        .await;
     id
 }
 
@@ -96,8 +97,10 @@ async fn expired_jobs_lose_their_images_and_answer_410_but_feedback_keeps_its_ow
     })
     .await;
     svc.add_worker_for(&[MODEL, "tiny-v2"]).await;
-    let plain = succeeded_job(&svc).await;
-    let rated = succeeded_job(&svc).await;
+    let plain = succeeded_job(&svc, &svc.http).await;
+    // Experts rate what admins submit for rating (and comparisons' jobs).
+    let rated = succeeded_job(&svc, &svc.admin).await;
+    let for_rating = succeeded_job(&svc, &svc.admin).await;
     let expert = svc.volunteer("eve", true).await;
     let (status, r) = svc
         .post_json(
@@ -152,9 +155,24 @@ async fn expired_jobs_lose_their_images_and_answer_410_but_feedback_keeps_its_ow
             "{message}"
         );
     }
-    let (status, r) = svc
+    // An expert may not rate a client's job at all (404); an expired job an
+    // admin submitted for rating is a 410.
+    let (status, _) = svc
         .post_json(
             &format!("/v1/jobs/{plain}/ratings"),
+            Some(&expert),
+            json!({"coherence": 4, "structure": 4}),
+        )
+        .await;
+    assert_eq!(status, 404);
+    sqlx::query("UPDATE jobs SET expired_at = now() WHERE id = $1::uuid")
+        .bind(&for_rating)
+        .execute(&svc.backends.db)
+        .await
+        .unwrap();
+    let (status, r) = svc
+        .post_json(
+            &format!("/v1/jobs/{for_rating}/ratings"),
             Some(&expert),
             json!({"coherence": 4, "structure": 4}),
         )

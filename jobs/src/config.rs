@@ -10,6 +10,33 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use crate::error::Result;
 use crate::storage::Storage;
 
+/// A duration flag in seconds: finite, 0 to a year. (Durations built from a
+/// NaN or an infinity panic, so such values are refused while parsing.)
+pub fn parse_seconds(raw: &str) -> std::result::Result<f64, String> {
+    let secs: f64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{raw}` is not a number of seconds"))?;
+    if !(0.0..=31_536_000.0).contains(&secs) {
+        return Err(format!("`{raw}` must be 0 to 31536000 seconds (a year)"));
+    }
+    Ok(secs)
+}
+
+/// A URL with its password and query removed, for logs and errors.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.set_query(None);
+            parsed.to_string()
+        }
+        Err(_) => "(unparsable URL)".to_owned(),
+    }
+}
+
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/byteedit";
 
 /// Connection settings shared by `byteedit api`, `worker` and `serve`.
@@ -35,7 +62,7 @@ pub struct ConnectArgs {
     pub db_connections: u32,
     /// Longest wait for a Postgres connection, in seconds. Short, so that
     /// while Postgres is down requests get a 503 quickly instead of hanging.
-    #[arg(long, env = "BYTEEDIT_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 3.0)]
+    #[arg(long, env = "BYTEEDIT_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 3.0, value_parser = parse_seconds)]
     pub db_acquire_timeout_secs: f64,
 }
 
@@ -60,7 +87,7 @@ pub async fn connect_database(
     acquire_timeout_secs: f64,
 ) -> Result<PgPool> {
     if !sqlx::Postgres::database_exists(url).await? {
-        tracing::info!("creating database {url}");
+        tracing::info!("creating database {}", redacted(url));
         // Two processes starting together may race to create it.
         if let Err(e) = sqlx::Postgres::create_database(url).await
             && !sqlx::Postgres::database_exists(url).await?

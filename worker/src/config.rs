@@ -73,10 +73,10 @@ pub struct WorkerArgs {
     /// Delay before the first retry of a job whose attempt failed for a
     /// transient reason (storage, queue or database trouble), in seconds;
     /// doubled for each further attempt.
-    #[arg(long, env = "BYTEEDIT_RETRY_BACKOFF_SECS", default_value_t = 2.0)]
+    #[arg(long, env = "BYTEEDIT_RETRY_BACKOFF_SECS", default_value_t = 2.0, value_parser = byteedit_jobs::config::parse_seconds)]
     pub retry_backoff_secs: f64,
     /// Longest delay between two attempts of a job, in seconds.
-    #[arg(long, env = "BYTEEDIT_RETRY_BACKOFF_MAX_SECS", default_value_t = 60.0)]
+    #[arg(long, env = "BYTEEDIT_RETRY_BACKOFF_MAX_SECS", default_value_t = 60.0, value_parser = byteedit_jobs::config::parse_seconds)]
     pub retry_backoff_max_secs: f64,
     /// Negative prompt for `erase` jobs that give none (steers the fill away
     /// from new objects).

@@ -154,8 +154,8 @@ pub async fn find_job(
 }
 
 /// The job `raw_id`, if `caller` may see its images: as [`find_job`], and
-/// volunteers see the jobs they are asked to compare (experts, any job,
-/// since they rate single outputs).
+/// volunteers see the jobs of comparisons (experts also the jobs admins
+/// submitted, which they rate).
 async fn find_job_images(
     state: &AppState,
     caller: &Caller,
@@ -167,12 +167,24 @@ async fn find_job_images(
     let visible = match (&job, &caller.0.volunteer) {
         (None, _) => false,
         (Some(job), None) => caller.may_see(job),
-        (Some(_), Some(v)) => v.expert || db::feedback::in_comparison(db, id).await?,
+        (Some(_), Some(v)) => db::feedback::open_to_volunteer(db, id, v.expert).await?,
     };
     let job = job
         .filter(|_| visible)
         .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))?;
     unexpired(job)
+}
+
+/// A stored file of `job`. Retention may delete it between reading the row
+/// and the file: that is a 410, not a 500.
+async fn stored(state: &AppState, job: &JobRecord, key: &str) -> Result<bytes::Bytes, ApiError> {
+    match state.backends.storage.get(key).await {
+        Err(e) if e.is_not_found() => Err(ApiError::Gone(format!(
+            "job `{}` has expired: its files were deleted after the retention period; submit the edit again",
+            job.id
+        ))),
+        other => Ok(other?),
+    }
 }
 
 fn unexpired(job: JobRecord) -> Result<JobRecord, ApiError> {
@@ -409,7 +421,7 @@ pub async fn get_output(
                 outputs.len().saturating_sub(1)
             ))
         })?;
-    let bytes = state.backends.storage.get(&output.storage_key).await?;
+    let bytes = stored(&state, &job, &output.storage_key).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/png".to_owned()),
@@ -474,12 +486,12 @@ async fn get_upload(
 ) -> Result<Response, ApiError> {
     let job = find_job_images(state, caller, id).await?;
     let key = match which {
-        Upload::Input => job.image_key,
-        Upload::Mask => job.mask_key.ok_or_else(|| {
+        Upload::Input => job.image_key.clone(),
+        Upload::Mask => job.mask_key.clone().ok_or_else(|| {
             ApiError::NotFound(format!("job `{id}` was submitted without a mask file"))
         })?,
     };
-    let bytes = state.backends.storage.get(&key).await?;
+    let bytes = stored(state, &job, &key).await?;
     let kind = match image::guess_format(&bytes) {
         Ok(image::ImageFormat::Jpeg) => "image/jpeg",
         Ok(image::ImageFormat::WebP) => "image/webp",

@@ -27,6 +27,10 @@ pub struct KeyIn {
     /// Volunteer keys only: may also rate single outputs.
     #[serde(default)]
     pub expert: bool,
+    /// Volunteer keys only: another key for this existing volunteer (a new
+    /// device, or after revoking a leaked key), who keeps their votes and
+    /// expert flag; otherwise a new volunteer is registered.
+    pub volunteer_id: Option<Uuid>,
     /// Requests a minute for this key (1 to 1,000,000); default: the API's
     /// `--rate-limit`.
     pub rate_limit: Option<u32>,
@@ -87,6 +91,7 @@ pub fn check_new_key(
     name: &str,
     role: Role,
     expert: bool,
+    volunteer: Option<Uuid>,
     rate_limit: Option<u32>,
 ) -> Result<(), ApiError> {
     if name.trim().is_empty() || name.chars().count() > 100 {
@@ -106,6 +111,12 @@ pub fn check_new_key(
         return Err(ApiError::invalid(
             "invalid_field",
             "`expert` applies to `volunteer` keys only",
+        ));
+    }
+    if volunteer.is_some() && (role != Role::Volunteer || expert) {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "`volunteer_id` applies to `volunteer` keys only, without `expert` (the volunteer keeps their own flag)",
         ));
     }
     if rate_limit.is_some_and(|n| !(1..=1_000_000).contains(&n)) {
@@ -133,13 +144,28 @@ pub async fn create_key(
     body: Result<Json<KeyIn>, JsonRejection>,
 ) -> Result<(StatusCode, Json<IssuedKeyOut>), ApiError> {
     let body = json(body)?;
-    check_new_key(&body.name, body.role, body.expert, body.rate_limit)?;
+    check_new_key(
+        &body.name,
+        body.role,
+        body.expert,
+        body.volunteer_id,
+        body.rate_limit,
+    )?;
+    if let Some(id) = body.volunteer_id
+        && !api_keys::volunteer_exists(&state.backends.db, id).await?
+    {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            format!("no volunteer `{id}`; see `volunteer_id` in GET /v1/keys"),
+        ));
+    }
     let (record, key) = api_keys::create(
         &state.backends.db,
         &NewKey {
             name: body.name.trim(),
             role: body.role,
             expert: body.expert,
+            volunteer: body.volunteer_id,
             rate_limit: body.rate_limit,
         },
     )

@@ -69,8 +69,12 @@ pub async fn rate(
         ));
     }
     let db = &state.backends.db;
+    // Experts rate comparisons' jobs and those admins submit for rating; a
+    // client's own job is "not found" to them, as to everyone else.
+    let visible = db::feedback::open_to_volunteer(db, job_id, true).await?;
     let job = db::jobs::get(db, job_id)
         .await?
+        .filter(|_| visible)
         .ok_or_else(|| ApiError::NotFound(format!("no job `{id}`")))?;
     if job.expired_at.is_some() {
         return Err(super::jobs::gone(&job));

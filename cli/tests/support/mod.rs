@@ -446,6 +446,7 @@ async fn make_key(backends: &Backends, name: &str, role: Role, rate_limit: Optio
         name,
         role,
         expert: false,
+        volunteer: None,
         rate_limit,
     };
     api_keys::create(&backends.db, &new).await.unwrap().1

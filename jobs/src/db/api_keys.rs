@@ -30,6 +30,7 @@ struct KeyRow {
     role: String,
     secret_hash: Vec<u8>,
     volunteer_id: Option<Uuid>,
+    volunteer_name: Option<String>,
     expert: Option<bool>,
     rate_limit: Option<i32>,
     created_at: DateTime<Utc>,
@@ -43,7 +44,7 @@ impl TryFrom<KeyRow> for ApiKey {
         Ok(Self {
             volunteer: r.volunteer_id.map(|id| Volunteer {
                 id,
-                name: r.name.clone(),
+                name: r.volunteer_name.clone().unwrap_or_default(),
                 expert: r.expert.unwrap_or(false),
             }),
             id: r.id,
@@ -59,7 +60,8 @@ impl TryFrom<KeyRow> for ApiKey {
 
 macro_rules! key_select {
     () => {
-        "SELECT k.id, k.name, k.role, k.secret_hash, k.volunteer_id, v.expert, k.rate_limit, \
+        "SELECT k.id, k.name, k.role, k.secret_hash, k.volunteer_id, v.name AS volunteer_name, \
+         v.expert, k.rate_limit, \
          k.created_at, k.last_used_at, k.revoked_at \
          FROM api_keys k LEFT JOIN volunteers v ON v.id = k.volunteer_id "
     };
@@ -72,6 +74,9 @@ pub struct NewKey<'a> {
     pub role: Role,
     /// Volunteer keys only: may also rate single outputs.
     pub expert: bool,
+    /// Volunteer keys only: a new key for this existing volunteer (who keeps
+    /// their votes and expert flag) instead of a new volunteer.
+    pub volunteer: Option<Uuid>,
     pub rate_limit: Option<u32>,
 }
 
@@ -80,7 +85,9 @@ pub struct NewKey<'a> {
 pub async fn create(db: &PgPool, new: &NewKey<'_>) -> Result<(ApiKey, String)> {
     let issued = IssuedKey::generate();
     let mut tx = db.begin().await?;
-    let volunteer = if new.role == Role::Volunteer {
+    let volunteer = if let Some(existing) = new.volunteer {
+        Some(existing)
+    } else if new.role == Role::Volunteer {
         let id = Uuid::now_v7();
         sqlx::query("INSERT INTO volunteers (id, name, expert) VALUES ($1, $2, $3)")
             .bind(id)
@@ -139,6 +146,16 @@ pub async fn authenticate(db: &PgPool, presented: &str) -> Result<Option<ApiKey>
             .await?;
     }
     row.try_into().map(Some)
+}
+
+/// Whether volunteer `id` exists (to give them another key).
+pub async fn volunteer_exists(db: &PgPool, id: Uuid) -> Result<bool> {
+    let (found,): (bool,) =
+        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM volunteers WHERE id = $1)")
+            .bind(id)
+            .fetch_one(db)
+            .await?;
+    Ok(found)
 }
 
 /// Every key, newest first (revoked ones too, for the record).

@@ -64,12 +64,17 @@ pub async fn insert_comparison(db: &PgPool, c: &Comparison) -> Result<Option<Com
     .await?)
 }
 
-/// Whether `job` is one side of a comparison (volunteers may see its images).
-pub async fn in_comparison(db: &PgPool, job: Uuid) -> Result<bool> {
+/// Whether a volunteer may see `job`'s images: it is one side of a
+/// comparison, or (for an `expert`, who rates single outputs) an admin
+/// submitted it for rating. Clients' own jobs stay theirs.
+pub async fn open_to_volunteer(db: &PgPool, job: Uuid, expert: bool) -> Result<bool> {
     let (found,): (bool,) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM comparisons WHERE candidate_job = $1 OR baseline_job = $1)",
+        "SELECT EXISTS (SELECT 1 FROM comparisons WHERE candidate_job = $1 OR baseline_job = $1) \
+             OR ($2 AND EXISTS (SELECT 1 FROM jobs j JOIN api_keys k ON k.id = j.owner_key \
+                                WHERE j.id = $1 AND k.role = 'admin'))",
     )
     .bind(job)
+    .bind(expert)
     .fetch_one(db)
     .await?;
     Ok(found)

@@ -23,9 +23,13 @@ pub enum KeyState {
 pub const KEY_LIFETIME_HOURS: i32 = 24;
 
 pub async fn reserve(db: &PgPool, owner: Uuid, key: &str, fingerprint: &str) -> Result<KeyState> {
+    // Expired keys, and reservations whose request died without releasing
+    // them (its process crashed, or Postgres failed under it): a request
+    // takes seconds, so one unfinished after two minutes never will finish.
     sqlx::query(
         "DELETE FROM idempotency_keys WHERE owner_key = $1 AND key = $2 \
-         AND created_at < now() - make_interval(hours => $3)",
+         AND (created_at < now() - make_interval(hours => $3) \
+              OR (job_id IS NULL AND created_at < now() - interval '2 minutes'))",
     )
     .bind(owner)
     .bind(key)

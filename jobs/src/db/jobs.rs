@@ -185,9 +185,9 @@ pub async fn list(
 /// `minutes` (the workers' recent pace), for admission control.
 pub async fn backlog(db: &PgPool, model: &str, minutes: i32) -> Result<(u64, u64)> {
     let (queued, finished): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status = 'queued'), \
-                count(*) FILTER (WHERE finished_at > now() - make_interval(mins => $2)) \
-         FROM jobs WHERE model = $1 AND (status = 'queued' OR finished_at > now() - make_interval(mins => $2))",
+        "SELECT (SELECT count(*) FROM jobs WHERE model = $1 AND status = 'queued'), \
+                (SELECT count(*) FROM jobs WHERE model = $1 \
+                   AND finished_at > now() - make_interval(mins => $2))",
     )
     .bind(model)
     .bind(minutes)

@@ -12,22 +12,41 @@ use crate::error::Result;
 /// comparison or a rating) are exempt: their images are reward-model
 /// training data. Rows another sweeper holds are skipped (`SKIP LOCKED`), so
 /// several API replicas share the work.
+///
+/// Two statements in one transaction, because one would race with new
+/// feedback: an `UPDATE` re-checks only the row it locks, not the `NOT
+/// EXISTS` conditions, so a rating committed after its snapshot would go
+/// unseen. Here the candidates are locked first; feedback inserts share-lock
+/// the job and so wait for this transaction (then see it expired); and the
+/// second statement takes a fresh snapshot, which holds every rating or
+/// comparison committed before the locks were taken.
 pub async fn expire_due(db: &PgPool, older_than_secs: f64, limit: i64) -> Result<Vec<Uuid>> {
-    let rows: Vec<(Uuid,)> = sqlx::query_as(
-        "UPDATE jobs SET expired_at = now() WHERE id IN ( \
-           SELECT j.id FROM jobs j \
-           WHERE j.expired_at IS NULL AND j.finished_at IS NOT NULL \
-             AND j.finished_at < now() - make_interval(secs => $1) \
-             AND NOT EXISTS (SELECT 1 FROM comparisons c \
-                             WHERE c.candidate_job = j.id OR c.baseline_job = j.id) \
-             AND NOT EXISTS (SELECT 1 FROM ratings r WHERE r.job_id = j.id) \
-           ORDER BY j.finished_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         RETURNING id",
+    let mut tx = db.begin().await?;
+    let candidates: Vec<(Uuid,)> = sqlx::query_as(
+        "SELECT j.id FROM jobs j \
+         WHERE j.expired_at IS NULL AND j.finished_at IS NOT NULL \
+           AND j.finished_at < now() - make_interval(secs => $1) \
+           AND NOT EXISTS (SELECT 1 FROM comparisons c \
+                           WHERE c.candidate_job = j.id OR c.baseline_job = j.id) \
+           AND NOT EXISTS (SELECT 1 FROM ratings r WHERE r.job_id = j.id) \
+         ORDER BY j.finished_at LIMIT $2 FOR UPDATE SKIP LOCKED",
     )
     .bind(older_than_secs)
     .bind(limit)
-    .fetch_all(db)
+    .fetch_all(&mut *tx)
     .await?;
+    let ids: Vec<Uuid> = candidates.into_iter().map(|(id,)| id).collect();
+    let rows: Vec<(Uuid,)> = sqlx::query_as(
+        "UPDATE jobs j SET expired_at = now() WHERE j.id = ANY($1) \
+           AND NOT EXISTS (SELECT 1 FROM comparisons c \
+                           WHERE c.candidate_job = j.id OR c.baseline_job = j.id) \
+           AND NOT EXISTS (SELECT 1 FROM ratings r WHERE r.job_id = j.id) \
+         RETURNING j.id",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 

@@ -24,7 +24,8 @@ pub const MAX_PROMPT_CHARS: usize = 2000;
 /// Longest outpainting extension on one side, in pixels.
 pub const MAX_EXTEND: u32 = 2048;
 
-const FIELDS: &[&str] = &[
+/// Every field `POST /v1/edits` accepts.
+pub const FIELDS: &[&str] = &[
     "image",
     "mask",
     "task",

@@ -5,46 +5,21 @@
 
 use axum::extract::{FromRequest, Multipart, Request};
 use byteedit_api::ApiArgs;
-use byteedit_api::validation::{RawEditForm, validate};
+use byteedit_api::validation::{FIELDS, RawEditForm, validate};
 use byteedit_jobs::ModelInfo;
 use byteedit_jobs::db::ModelStatus;
+use byteedit_models::image_io::png_header;
 use proptest::prelude::*;
 
 const BOUNDARY: &str = "byteeditfuzzboundary";
 
-/// The form fields of `POST /v1/edits` (and a few that do not exist).
-const NAMES: &[&str] = &[
-    "image",
-    "mask",
-    "task",
-    "prompt",
-    "negative_prompt",
-    "model",
-    "steps",
-    "guidance_scale",
-    "scheduler",
-    "seed",
-    "num_outputs",
-    "extend_left",
-    "extend_right",
-    "extend_top",
-    "extend_bottom",
-    "target_width",
-    "target_height",
-    "aspect_ratio",
-    "anchor",
-    "overlap",
-    "mask_grow",
-    "mask_feather",
-    "mask_resize",
-    "crop_padding",
-    "color_match",
-    "webhook_url",
-    "Image",
-    "steps ",
-    "",
-    "x",
-];
+/// The form fields of `POST /v1/edits` (in the validator's order, which the
+/// index ranges below rely on) and a few that do not exist.
+fn names() -> Vec<&'static str> {
+    let mut names = FIELDS.to_vec();
+    names.extend(["Image", "steps ", "", "x"]);
+    names
+}
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = concat!(
@@ -138,46 +113,10 @@ fn file() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-/// A PNG signature and IHDR declaring `w`x`h`, and nothing else.
-fn png_header(w: u32, h: u32) -> Vec<u8> {
-    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
-        let mut body = kind.to_vec();
-        body.extend(data);
-        let mut crc = !0u32;
-        for &b in &body {
-            crc ^= b as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        out.extend((data.len() as u32).to_be_bytes());
-        out.extend(body);
-        out.extend((!crc).to_be_bytes());
-    }
-    let mut ihdr = w.to_be_bytes().to_vec();
-    ihdr.extend(h.to_be_bytes());
-    ihdr.extend([8, 0, 0, 0, 0]);
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    chunk(&mut out, b"IHDR", &ihdr);
-    // A zlib stream that inflates to a few bytes, where a real bomb's would
-    // inflate to the whole declared canvas.
-    chunk(
-        &mut out,
-        b"IDAT",
-        &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01],
-    );
-    chunk(&mut out, b"IEND", &[]);
-    out
-}
-
 /// One part: its name (`raw` names may carry quotes or line breaks) and body.
 fn part() -> impl Strategy<Value = (String, Vec<u8>)> {
     let name = prop_oneof![
-        4 => prop::sample::select(NAMES).prop_map(str::to_owned),
+        4 => prop::sample::select(names()).prop_map(str::to_owned),
         1 => "[a-z_]{1,12}",
         1 => ".{0,16}",
     ];
@@ -255,10 +194,9 @@ fn check(parts: Vec<(String, Vec<u8>)>, truncate: Option<usize>) -> Result<(), T
     if status == 422 {
         // The parser may cut a hostile name short (at a quote): a backticked
         // name that is a field, or part of a sent name, counts.
-        let named =
-            message.split('`').skip(1).step_by(2).any(|quoted| {
-                NAMES.contains(&quoted) || parts.iter().any(|(n, _)| n.contains(quoted))
-            });
+        let named = message.split('`').skip(1).step_by(2).any(|quoted| {
+            names().contains(&quoted) || parts.iter().any(|(n, _)| n.contains(quoted))
+        });
         prop_assert!(named, "422 `{}` does not name a field: {message}", e.code());
     }
     Ok(())
@@ -280,7 +218,7 @@ proptest! {
     #[test]
     fn arbitrary_values_of_real_fields_are_accepted_or_a_422_naming_the_field(
         fields in prop::collection::btree_map(
-            prop::sample::select(&NAMES[2..26]).prop_map(str::to_owned), value(), 0..10),
+            prop::sample::select(names()[2..26].to_vec()).prop_map(str::to_owned), value(), 0..10),
         with_mask in any::<bool>(),
     ) {
         let mut parts = vec![("image".to_owned(), fixture("expected_image.png"))];
@@ -295,7 +233,7 @@ proptest! {
     #[test]
     fn arbitrary_outpaint_requests_are_accepted_or_a_422_naming_the_field(
         fields in prop::collection::btree_map(
-            prop::sample::select(&NAMES[11..20]).prop_map(str::to_owned), value(), 0..6),
+            prop::sample::select(names()[11..20].to_vec()).prop_map(str::to_owned), value(), 0..6),
     ) {
         let mut parts = vec![
             ("image".to_owned(), fixture("expected_image.png")),

@@ -66,21 +66,27 @@ async fn assert_each_ended_once(service: &Service, accepted: &[String]) {
     assert_eq!(found, accepted.len(), "every accepted job is recorded");
 }
 
+/// `n` accepted jobs, the first of them running.
+async fn submitted_one_running(service: &Service, n: usize) -> Vec<String> {
+    let mut accepted = Vec::new();
+    for _ in 0..n {
+        accepted.push(submit_until_accepted(service).await);
+    }
+    service
+        .wait_for(&accepted[0], |j| j["status"] == "running")
+        .await;
+    accepted
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_empty_loses_no_job() {
     let mut redis = PrivateRedis::start();
     let service = Service::start_on(0, &pg_server(), &redis.url()).await;
     let mut worker = service.worker_process(&[]);
     service.wait_for_workers(1).await;
-    let mut accepted = Vec::new();
-    for _ in 0..4 {
-        accepted.push(submit_until_accepted(&service).await);
-    }
+    let mut accepted = submitted_one_running(&service, 4).await;
     // One running, the others queued: then Redis dies and comes back empty
     // (no persistence): stream, group and pending entries are all gone.
-    service
-        .wait_for(&accepted[0], |j| j["status"] == "running")
-        .await;
     redis.kill();
     // While it is down, submissions are refused with a 503, not a hang.
     let (status, body) = service.submit(&JOB, true).await;
@@ -124,13 +130,7 @@ async fn a_postgres_outage_gets_503s_and_loses_no_job() {
     let service = Service::start_on(0, &pg.url(), &redis_url()).await;
     let mut worker = service.worker_process(&[]);
     service.wait_for_workers(1).await;
-    let mut accepted = Vec::new();
-    for _ in 0..3 {
-        accepted.push(submit_until_accepted(&service).await);
-    }
-    service
-        .wait_for(&accepted[0], |j| j["status"] == "running")
-        .await;
+    let mut accepted = submitted_one_running(&service, 3).await;
     pg.stop();
     // Longer than the worker's 3 s lease; requests keep coming meanwhile.
     let down = Instant::now();

@@ -5,6 +5,7 @@
 
 mod support;
 
+use byteedit_models::image_io::png_header;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,43 +23,6 @@ fn png(image: image::DynamicImage) -> Vec<u8> {
     image
         .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
         .unwrap();
-    out
-}
-
-/// A PNG signature and IHDR declaring `w`x`h`, and nothing else: the first
-/// bytes of a decompression bomb.
-fn png_header(w: u32, h: u32) -> Vec<u8> {
-    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
-        let mut body = kind.to_vec();
-        body.extend(data);
-        let mut crc = !0u32;
-        for &b in &body {
-            crc ^= b as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        out.extend((data.len() as u32).to_be_bytes());
-        out.extend(body);
-        out.extend((!crc).to_be_bytes());
-    }
-    let mut ihdr = w.to_be_bytes().to_vec();
-    ihdr.extend(h.to_be_bytes());
-    ihdr.extend([8, 0, 0, 0, 0]);
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    chunk(&mut out, b"IHDR", &ihdr);
-    // A zlib stream that inflates to a few bytes, where a real bomb's would
-    // inflate to the whole declared canvas.
-    chunk(
-        &mut out,
-        b"IDAT",
-        &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01],
-    );
-    chunk(&mut out, b"IEND", &[]);
     out
 }
 

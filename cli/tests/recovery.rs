@@ -14,25 +14,17 @@ use futures_util::StreamExt;
 use support::{MODEL, Service};
 use uuid::Uuid;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_workers_job_is_taken_over_and_recorded_once() {
-    let mut service = Service::start(0).await;
-    let mut doomed = service.worker_process(&[]);
-    // Until the process has loaded the model and registered.
-    service.wait_for_workers(1).await;
-    // Long enough to be killed in the middle: 4 outputs x 25 steps.
-    let (status, job) = service
-        .submit(
-            &[
-                ("task", "inpaint"),
-                ("prompt", "slow"),
-                ("steps", "25"),
-                ("num_outputs", "4"),
-                ("seed", "3"),
-            ],
-            true,
-        )
-        .await;
+/// Submits a job long enough to be interrupted (4 outputs x 25 steps) and
+/// returns its id once a worker is under way with it.
+async fn slow_job_under_way(service: &Service) -> String {
+    let fields = [
+        ("task", "inpaint"),
+        ("prompt", "slow"),
+        ("steps", "25"),
+        ("num_outputs", "4"),
+        ("seed", "3"),
+    ];
+    let (status, job) = service.submit(&fields, true).await;
     assert_eq!(status, 202, "{job}");
     let id = job["id"].as_str().unwrap().to_owned();
     service
@@ -40,6 +32,16 @@ async fn a_killed_workers_job_is_taken_over_and_recorded_once() {
             j["status"] == "running" && j["progress"]["step"].as_u64() > Some(0)
         })
         .await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_job_is_taken_over_and_recorded_once() {
+    let mut service = Service::start(0).await;
+    let mut doomed = service.worker_process(&[]);
+    // Until the process has loaded the model and registered.
+    service.wait_for_workers(1).await;
+    let id = slow_job_under_way(&service).await;
     let job_id = Uuid::parse_str(&id).unwrap();
     let (dead_worker,): (Uuid,) = sqlx::query_as("SELECT worker_id FROM jobs WHERE id = $1")
         .bind(job_id)
@@ -396,24 +398,7 @@ async fn sigterm_hands_the_current_job_back_after_the_grace_period() {
     // A long lease: the job can only come back this fast if it is handed back.
     let mut leaving = service.worker_process(&["--lease-secs", "60", "--shutdown-grace-secs", "1"]);
     service.wait_for_workers(1).await;
-    let (status, job) = service
-        .submit(
-            &[
-                ("task", "inpaint"),
-                ("prompt", "slow"),
-                ("steps", "25"),
-                ("num_outputs", "4"),
-            ],
-            true,
-        )
-        .await;
-    assert_eq!(status, 202, "{job}");
-    let id = job["id"].as_str().unwrap().to_owned();
-    service
-        .wait_for(&id, |j| {
-            j["status"] == "running" && j["progress"]["step"].as_u64() > Some(0)
-        })
-        .await;
+    let id = slow_job_under_way(&service).await;
     sigterm(&leaving);
     let status = exit_of(&mut leaving, std::time::Duration::from_secs(20)).await;
     assert!(status.success(), "{status}");

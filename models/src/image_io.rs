@@ -189,6 +189,45 @@ pub fn write_png(image: &RgbImage, path: &Path) -> Result<()> {
         })
 }
 
+/// A PNG whose header declares `w`x`h` (8-bit grey) with almost no pixel
+/// data: a decompression bomb's first bytes. For the tests of the decoding
+/// limits here, in the API and in the service.
+#[doc(hidden)]
+pub fn png_header(w: u32, h: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        let mut body = kind.to_vec();
+        body.extend(data);
+        let mut crc = !0u32;
+        for &b in &body {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        out.extend((data.len() as u32).to_be_bytes());
+        out.extend(body);
+        out.extend((!crc).to_be_bytes());
+    }
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 0, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut out, b"IHDR", &ihdr);
+    // A zlib stream that inflates to a few bytes, where a real bomb's would
+    // inflate to the whole declared canvas.
+    chunk(
+        &mut out,
+        b"IDAT",
+        &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01],
+    );
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,43 +265,6 @@ mod tests {
             via_rgb
         );
         assert_eq!(via_rgb, grey);
-    }
-
-    /// A PNG whose header declares `w`x`h` (8-bit grey) with no pixel data:
-    /// a decompression bomb's first bytes.
-    pub(crate) fn png_header(w: u32, h: u32) -> Vec<u8> {
-        fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
-            let mut body = kind.to_vec();
-            body.extend(data);
-            let mut crc = !0u32;
-            for &b in &body {
-                crc ^= b as u32;
-                for _ in 0..8 {
-                    crc = if crc & 1 == 1 {
-                        (crc >> 1) ^ 0xEDB8_8320
-                    } else {
-                        crc >> 1
-                    };
-                }
-            }
-            out.extend((data.len() as u32).to_be_bytes());
-            out.extend(body);
-            out.extend((!crc).to_be_bytes());
-        }
-        let mut ihdr = w.to_be_bytes().to_vec();
-        ihdr.extend(h.to_be_bytes());
-        ihdr.extend([8, 0, 0, 0, 0]);
-        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-        chunk(&mut out, b"IHDR", &ihdr);
-        // A zlib stream that inflates to a few bytes, where a real bomb's would
-        // inflate to the whole declared canvas.
-        chunk(
-            &mut out,
-            b"IDAT",
-            &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01],
-        );
-        chunk(&mut out, b"IEND", &[]);
-        out
     }
 
     #[test]

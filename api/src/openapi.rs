@@ -51,7 +51,7 @@ Every route but health and metrics needs `Authorization: Bearer <API key>`; a ke
         comparisons::ComparisonRun,
         crate::webhooks::WebhookEvent
     )),
-    modifiers(&ApiKeys, &Unavailable),
+    modifiers(&ApiKeys, &Unavailable, &BodyErrors),
     tags(
         (name = "edits", description = "Submit edits"),
         (name = "jobs", description = "Follow, list and cancel jobs; download outputs"),
@@ -74,6 +74,17 @@ fn error_response(description: &str) -> ResponseBuilder {
             .schema(Some(Ref::from_schema_name("ErrorResponse")))
             .build(),
     )
+}
+
+/// Adds `ErrorResponse` answers to `operation`, keeping any it describes itself.
+fn add_errors(operation: &mut utoipa::openapi::path::Operation, errors: &[(&str, &str)]) {
+    for (status, description) in errors {
+        operation
+            .responses
+            .responses
+            .entry((*status).to_owned())
+            .or_insert_with(|| error_response(description).build().into());
+    }
 }
 
 /// Calls `f` on every operation of every path but those in `skip`.
@@ -120,20 +131,17 @@ impl Modify for ApiKeys {
                 "api_key",
                 Vec::<String>::new(),
             )]);
-            for (status, description) in [
-                ("401", "No API key, or an unknown or revoked one"),
-                ("403", "The key's role may not do this"),
-                (
-                    "429",
-                    "Rate limited (or the queue is full); see `Retry-After`",
-                ),
-            ] {
-                operation
-                    .responses
-                    .responses
-                    .entry(status.to_owned())
-                    .or_insert_with(|| error_response(description).build().into());
-            }
+            add_errors(
+                operation,
+                &[
+                    ("401", "No API key, or an unknown or revoked one"),
+                    ("403", "The key's role may not do this"),
+                    (
+                        "429",
+                        "Rate limited (or the queue is full); see `Retry-After`",
+                    ),
+                ],
+            );
         });
     }
 }
@@ -163,6 +171,28 @@ impl Modify for Unavailable {
                 .responses
                 .responses
                 .insert("503".into(), response.clone().into());
+        });
+    }
+}
+
+/// Every route that takes a body answers 400 when it cannot be read and 413
+/// above the route's limit (`routes/body.rs`): documented once here; a
+/// handler may still describe its own.
+struct BodyErrors;
+
+impl Modify for BodyErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        each_operation(openapi, &[], |operation| {
+            if operation.request_body.is_none() {
+                return;
+            }
+            add_errors(
+                operation,
+                &[
+                    ("400", "The body cannot be read (not JSON, or not a form)"),
+                    ("413", "The body is larger than the route's limit"),
+                ],
+            );
         });
     }
 }

@@ -265,9 +265,7 @@ async fn a_key_past_its_rate_limit_gets_429_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_submissions_until_it_drains() {
     let mut service = Service::start_with(0, |api| api.max_queued = 2).await;
-    // The model is registered, but no worker runs: the jobs stay queued.
-    service.add_worker().await;
-    service.workers.pop().unwrap().stop().await.unwrap();
+    service.register_model_only().await;
     let mut queued = Vec::new();
     for prompt in ["one", "two"] {
         let (status, job) = service.post_form(edit_form(prompt)).await;

@@ -120,9 +120,7 @@ async fn a_killed_workers_job_is_taken_over_and_recorded_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_workers_keep_dying_fails_after_its_attempts() {
     let mut service = Service::start(0).await;
-    // Registers the model, then stops, so the job waits in the queue.
-    service.add_worker().await;
-    service.workers.pop().unwrap().stop().await.unwrap();
+    service.register_model_only().await;
     let (status, job) = service
         .submit(
             &[("task", "inpaint"), ("prompt", "x"), ("steps", "1")],
@@ -177,8 +175,7 @@ async fn a_job_whose_workers_keep_dying_fails_after_its_attempts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_lost_by_redis_are_queued_again_and_run_once() {
     let mut service = Service::start(0).await;
-    service.add_worker().await;
-    service.workers.pop().unwrap().stop().await.unwrap();
+    service.register_model_only().await;
     let mut ids = Vec::new();
     for seed in 0..3 {
         let (status, job) = service
@@ -225,13 +222,6 @@ async fn jobs_lost_by_redis_are_queued_again_and_run_once() {
     service.finish().await;
 }
 
-/// Registers the tiny model with a worker that then stops, so submitted jobs
-/// wait in the queue until a test starts its own worker.
-async fn queue_only(service: &mut Service) {
-    service.add_worker().await;
-    service.workers.pop().unwrap().stop().await.unwrap();
-}
-
 /// Makes writing the outputs of `attempt` fail for real: a plain file sits
 /// where that attempt's folder must be created.
 fn block_attempt(service: &Service, job: &str, attempt: u32) {
@@ -243,7 +233,7 @@ fn block_attempt(service: &Service, job: &str, attempt: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_storage_failure_is_retried_with_backoff() {
     let mut service = Service::start(0).await;
-    queue_only(&mut service).await;
+    service.register_model_only().await;
     let fields = [("task", "inpaint"), ("prompt", "x"), ("steps", "1")];
     let (status, job) = service.submit(&fields, true).await;
     assert_eq!(status, 202, "{job}");
@@ -460,7 +450,7 @@ async fn sigterm_within_the_grace_period_finishes_the_job_and_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_api_finish_requests_in_flight_and_exit_0() {
     let mut service = Service::start(0).await;
-    queue_only(&mut service).await;
+    service.register_model_only().await;
     let port = support::servers::free_port();
     let c = &service.connect;
     let mut api = std::process::Command::new(env!("CARGO_BIN_EXE_byteedit"))

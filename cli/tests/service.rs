@@ -652,10 +652,8 @@ async fn health_metrics_and_docs_are_served() {
 /// key with another request is a 409; a refused request frees its key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_makes_one_job_per_request() {
-    // The model is registered, but no worker runs: the jobs stay queued.
     let mut service = Service::start(0).await;
-    service.add_worker().await;
-    service.workers.pop().unwrap().stop().await.unwrap();
+    service.register_model_only().await;
 
     let post = |key: &'static str, prompt: &'static str, steps: &'static str| {
         let form = fixture_form(

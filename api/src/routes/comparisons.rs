@@ -106,7 +106,6 @@ fn votes_wanted(v: Option<i32>) -> Result<i32, ApiError> {
         (status = 404, description = "No such job", body = ErrorResponse),
         (status = 409, description = "A job has not succeeded", body = ErrorResponse),
         (status = 410, description = "A job has expired", body = ErrorResponse),
-        (status = 413, description = "The body is larger than the route's limit", body = ErrorResponse),
         (status = 422, description = "Not the same input, or a bad field", body = ErrorResponse),
     ))]
 pub async fn create_comparison(
@@ -413,9 +412,7 @@ pub struct VoteOut {
     responses(
         (status = 201, description = "Recorded", body = VoteOut),
         (status = 200, description = "Replaced the earlier vote", body = VoteOut),
-        (status = 400, description = "The body is not JSON", body = ErrorResponse),
         (status = 404, description = "No such comparison", body = ErrorResponse),
-        (status = 413, description = "The body is larger than the route's limit", body = ErrorResponse),
         (status = 422, description = "A bad field", body = ErrorResponse),
     ))]
 pub async fn vote(

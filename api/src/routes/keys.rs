@@ -134,8 +134,6 @@ pub fn check_new_key(
     request_body = KeyIn,
     responses(
         (status = 201, description = "Created; `key` is shown only now", body = IssuedKeyOut),
-        (status = 400, description = "The body is not JSON", body = ErrorResponse),
-        (status = 413, description = "The body is larger than the route's limit", body = ErrorResponse),
         (status = 422, description = "A bad field", body = ErrorResponse),
     ))]
 pub async fn create_key(

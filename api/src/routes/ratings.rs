@@ -47,12 +47,10 @@ pub struct RatingOut {
     responses(
         (status = 201, description = "Recorded", body = RatingOut),
         (status = 200, description = "Replaced the earlier rating", body = RatingOut),
-        (status = 400, description = "The body is not JSON", body = ErrorResponse),
         (status = 403, description = "Not a volunteer key, or the volunteer is not an expert", body = ErrorResponse),
         (status = 404, description = "No such job", body = ErrorResponse),
         (status = 409, description = "The job has not succeeded", body = ErrorResponse),
         (status = 410, description = "The job has expired", body = ErrorResponse),
-        (status = 413, description = "The body is larger than the route's limit", body = ErrorResponse),
         (status = 422, description = "A score is missing or out of range", body = ErrorResponse),
     ))]
 pub async fn rate(

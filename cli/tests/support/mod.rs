@@ -140,6 +140,13 @@ impl Service {
         self.add_worker_for(&[MODEL]).await
     }
 
+    /// Registers the tiny model through a worker that then stops, so that
+    /// submissions are accepted and wait in the queue.
+    pub async fn register_model_only(&mut self) {
+        self.add_worker().await;
+        self.workers.pop().unwrap().stop().await.unwrap();
+    }
+
     /// A worker serving the tiny model under each of `names` (two "versions").
     pub async fn add_worker_for(&mut self, names: &[&str]) -> uuid::Uuid {
         self.add_worker_with(names, |_| {}).await

@@ -18,6 +18,9 @@ pub enum ApiError {
     /// The caller's request is well formed but a value is wrong (422).
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
+    /// An edit request that fails its validation (422, the edit's code).
+    #[error(transparent)]
+    Edit(#[from] byteedit_edit::EditError),
     /// The request cannot be read at all (400).
     #[error("{0}")]
     BadRequest(String),
@@ -68,7 +71,7 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Invalid { .. } | Self::Edit(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -89,6 +92,7 @@ impl ApiError {
             Self::Invalid { code, .. }
             | Self::Conflict { code, .. }
             | Self::TooManyRequests { code, .. } => code,
+            Self::Edit(e) => e.code(),
             Self::BadRequest(_) => "bad_request",
             Self::NotFound(_) => "not_found",
             Self::Unauthorized(_) => "unauthorized",

@@ -5,7 +5,8 @@
 
 use axum::extract::{FromRequest, Multipart, Request};
 use byteedit_api::ApiArgs;
-use byteedit_api::validation::{FIELDS, RawEditForm, validate};
+use byteedit_api::validation::{RawEditForm, canvas_limits, validate};
+use byteedit_edit::EditForm;
 use byteedit_jobs::ModelInfo;
 use byteedit_jobs::db::ModelStatus;
 use byteedit_models::image_io::png_header;
@@ -13,12 +14,36 @@ use proptest::prelude::*;
 
 const BOUNDARY: &str = "byteeditfuzzboundary";
 
-/// The form fields of `POST /v1/edits` (in the validator's order, which the
-/// index ranges below rely on) and a few that do not exist.
+/// The form fields of `POST /v1/edits` and a few that do not exist.
 fn names() -> Vec<&'static str> {
-    let mut names = FIELDS.to_vec();
+    let mut names = EditForm::FIELDS.to_vec();
     names.extend(["Image", "steps ", "", "x"]);
     names
+}
+
+/// The text fields (everything but the files).
+fn text_fields() -> Vec<&'static str> {
+    EditForm::FIELDS
+        .iter()
+        .copied()
+        .filter(|n| !["image", "mask"].contains(n))
+        .collect()
+}
+
+/// Failures found by the property tests are saved beside this file and
+/// replayed first on every run (proptest cannot find a `lib.rs` to save
+/// next to for an integration test).
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fuzz_form.proptest-regressions"
+            )),
+        )),
+        ..ProptestConfig::default()
+    }
 }
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -155,7 +180,7 @@ fn body(parts: &[(String, Vec<u8>)], truncate: Option<usize>) -> Vec<u8> {
 fn submit(
     parts: &[(String, Vec<u8>)],
     truncate: Option<usize>,
-) -> Result<Result<byteedit_api::validation::ValidEdit, byteedit_api::ApiError>, String> {
+) -> Result<Result<byteedit_edit::ValidEdit, byteedit_api::ApiError>, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|e| e.to_string())?;
@@ -169,13 +194,14 @@ fn submit(
         .body(axum::body::Body::from(body(parts, truncate)))
         .map_err(|e| e.to_string())?;
     let config = ApiArgs::default();
+    let limits = canvas_limits(&config);
     let read = runtime.block_on(async {
         let multipart = Multipart::from_request(request, &())
             .await
             .map_err(|e| format!("multipart extractor: {}", e.body_text()))?;
         Ok::<_, String>(RawEditForm::read(multipart, config.max_upload_mb, &[]).await)
     })?;
-    Ok(read.and_then(|form| validate(form, &config, &model())))
+    Ok(read.and_then(|form| validate(&form, limits, &model())))
 }
 
 /// The properties: no panic (proptest reports one), Ok or a 4xx, and a 422
@@ -203,7 +229,7 @@ fn check(parts: Vec<(String, Vec<u8>)>, truncate: Option<usize>) -> Result<(), T
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+    #![proptest_config(config(400))]
 
     #[test]
     fn arbitrary_forms_are_accepted_or_refused_with_a_4xx_naming_the_field(
@@ -218,7 +244,7 @@ proptest! {
     #[test]
     fn arbitrary_values_of_real_fields_are_accepted_or_a_422_naming_the_field(
         fields in prop::collection::btree_map(
-            prop::sample::select(names()[2..26].to_vec()).prop_map(str::to_owned), value(), 0..10),
+            prop::sample::select(text_fields()).prop_map(str::to_owned), value(), 0..10),
         with_mask in any::<bool>(),
     ) {
         let mut parts = vec![("image".to_owned(), fixture("expected_image.png"))];
@@ -233,7 +259,7 @@ proptest! {
     #[test]
     fn arbitrary_outpaint_requests_are_accepted_or_a_422_naming_the_field(
         fields in prop::collection::btree_map(
-            prop::sample::select(names()[11..20].to_vec()).prop_map(str::to_owned), value(), 0..6),
+            prop::sample::select(EditForm::OUTPAINT_FIELDS.to_vec()).prop_map(str::to_owned), value(), 0..6),
     ) {
         let mut parts = vec![
             ("image".to_owned(), fixture("expected_image.png")),
@@ -253,7 +279,7 @@ fn the_format_comes_from_the_bytes_not_the_name_or_type() {
         ("task".to_owned(), b"erase".to_vec()),
     ];
     let edit = submit(&parts, None).unwrap().unwrap();
-    assert_eq!((edit.width, edit.height), (64, 64));
+    assert_eq!(edit.canvas, (64, 64));
     // Text bytes under an image name: a 422 naming the field.
     let mut noise = parts.clone();
     noise[1].1 = b"GIF89a, or rather not an image at all".to_vec();
@@ -277,4 +303,29 @@ fn a_decompression_bomb_is_refused_from_its_header() {
     );
     assert!(e.to_string().contains("`image`"), "{e}");
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
+}
+
+/// Found by the outpaint property test: a ratio that makes the canvas too
+/// long was a 422 that named no field. Each way of sizing the canvas names
+/// the field that did it.
+#[test]
+fn a_canvas_too_large_names_the_field_that_asked_for_it() {
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[("aspect_ratio", "100:1")], "`aspect_ratio`"),
+        // 16.8 MP: too many pixels, not too long a side.
+        (&[("target_width", "4096"), ("target_height", "4096")], "`target_height`"),
+        (&[("extend_left", "2048"), ("extend_right", "2048")], "`extend_left`"),
+        (&[("extend_top", "10"), ("extend_bottom", "2048")], "`extend_bottom`"),
+    ];
+    for (fields, named) in cases {
+        let mut parts = vec![
+            ("image".to_owned(), fixture("expected_image.png")),
+            ("task".to_owned(), b"outpaint".to_vec()),
+        ];
+        parts.extend(fields.iter().map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())));
+        let e = submit(&parts, None).unwrap().unwrap_err();
+        assert_eq!(e.code(), "image_too_large", "{fields:?}: {e}");
+        assert!(e.to_string().contains(named), "{fields:?}: {e}");
+        check(parts, None).unwrap();
+    }
 }

@@ -209,11 +209,11 @@ fn bad_inputs_get_errors_that_say_what_to_fix() {
     assert!(err.contains("ddim, euler, dpmpp-2m"), "{err}");
 
     let err = failing(&["--steps", "0"], &image, &mask);
-    assert!(err.contains("`steps` must be between 1 and 1000"), "{err}");
+    assert!(err.contains("`--steps` must be an integer from 1 to 1000"), "{err}");
 
     let err = failing(&["--guidance", "-1"], &image, &mask);
     assert!(
-        err.contains("`guidance` must be a finite number >= 0"),
+        err.contains("`--guidance-scale` must be a number from 0 to 50"),
         "{err}"
     );
 

@@ -9,7 +9,7 @@ use byteedit_jobs::EditParams;
 use byteedit_models::image_io::{decode_image, to_luma, to_rgb};
 use byteedit_models::tasks::EditPlan;
 use byteedit_models::{EditRequest, InpaintModel, SchedulerKind};
-use byteedit_worker::inputs::task_options;
+use byteedit_models::tasks::TaskOptions;
 use serde_json::Value;
 use support::{MODEL, Service, error_code, fixture_bytes, fixture_form, tiny_model};
 
@@ -144,8 +144,8 @@ async fn service_output_equals_a_direct_engine_run_with_the_reported_parameters(
         Some(&to_luma(
             &decode_image(&fixture_bytes("expected_mask.png"), "mask").unwrap(),
         )),
-        &task_options(&params),
-        model.working_size(),
+        &TaskOptions::for_params(&params),
+        model.native_size(),
     )
     .unwrap();
     let request = EditRequest {
@@ -168,7 +168,8 @@ async fn service_output_equals_a_direct_engine_run_with_the_reported_parameters(
         &model
             .edit(&request, &mut |_| std::ops::ControlFlow::Continue(()))
             .unwrap()
-            .to_rgb8(),
+            .to_rgb8()
+                .unwrap(),
     );
     assert_eq!(served.as_raw(), direct.as_raw());
     // The reported geometry is the plan's.

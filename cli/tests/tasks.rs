@@ -15,7 +15,7 @@ use byteedit_jobs::EditParams;
 use byteedit_models::image_io::{alpha_mask, decode_image, to_luma, to_rgb};
 use byteedit_models::tasks::EditPlan;
 use byteedit_models::{EditRequest, InpaintModel, SchedulerKind};
-use byteedit_worker::inputs::task_options;
+use byteedit_models::tasks::TaskOptions;
 use image::{DynamicImage, GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 use serde_json::Value;
 use support::{Service, tiny_model};
@@ -149,6 +149,29 @@ fn cases() -> Vec<Case> {
             mask: MaskKind::File,
             canvas: (3000, 120),
         },
+        // The caller's working size: the crop as it is, or a given size.
+        Case {
+            name: "inpaint-original-96x72",
+            size: (96, 72),
+            fields: with(&[
+                ("task", "inpaint"),
+                ("prompt", "a red apple"),
+                ("working_size", "original"),
+            ]),
+            mask: MaskKind::File,
+            canvas: (96, 72),
+        },
+        Case {
+            name: "outpaint-exact-96x72",
+            size: (96, 72),
+            fields: with(&[
+                ("task", "outpaint"),
+                ("extend_right", "20"),
+                ("working_size", "48x32"),
+            ]),
+            mask: MaskKind::None,
+            canvas: (116, 72),
+        },
         Case {
             name: "outpaint-wide",
             size: (3000, 120),
@@ -221,11 +244,26 @@ async fn every_task_at_every_size_keeps_the_input_outside_the_mask() {
         let plan = EditPlan::new(
             &to_rgb(&decoded),
             plan_mask.as_ref(),
-            &task_options(&params),
-            model.working_size(),
+            &TaskOptions::for_params(&params),
+            model.native_size(),
         )
         .unwrap();
         check_geometry(&done["geometry"], &plan, case.name);
+        let working = (
+            done["geometry"]["working_width"].as_u64().unwrap() as u32,
+            done["geometry"]["working_height"].as_u64().unwrap() as u32,
+        );
+        let round8 = |v: u32| ((v as f64 / 8.0).round() as u32).max(1) * 8;
+        match params.working_size.to_string().as_str() {
+            "original" => assert_eq!(
+                working,
+                (round8(plan.crop.width), round8(plan.crop.height)),
+                "{}",
+                case.name
+            ),
+            "native" => {}
+            exact => assert_eq!(format!("{}x{}", working.0, working.1), exact, "{}", case.name),
+        }
         let request = EditRequest {
             image: plan.image.clone(),
             mask: plan.model_mask.clone(),
@@ -242,7 +280,8 @@ async fn every_task_at_every_size_keeps_the_input_outside_the_mask() {
             &model
                 .edit(&request, &mut |_| std::ops::ControlFlow::Continue(()))
                 .unwrap()
-                .to_rgb8(),
+                .to_rgb8()
+                .unwrap(),
         );
         assert!(served == direct, "{}: service and engine differ", case.name);
 

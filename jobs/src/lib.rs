@@ -11,7 +11,6 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod feedback;
-pub mod geometry;
 pub mod job;
 pub mod queue;
 pub mod rate_limit;
@@ -20,7 +19,7 @@ pub mod storage;
 pub use config::{Backends, ConnectArgs};
 pub use error::{JobsError, Result};
 pub use events::{EventMessage, JobEvent};
-pub use geometry::Geometry;
+pub use byteedit_edit::{Geometry, geometry};
 pub use job::{
     EditParams, JobError, JobRecord, JobStatus, JobTimings, ModelInfo, OutputRecord, Task,
 };

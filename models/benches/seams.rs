@@ -18,7 +18,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use byteedit_models::image_io::{GrayImage, Rgb, RgbImage};
-use byteedit_models::tasks::{EditPlan, Extension, Region, TaskOptions, WorkingSize};
+use byteedit_edit::Sides;
+use byteedit_models::tasks::{EditPlan, NativeSize, Region, TaskOptions};
 use byteedit_models::{CpuBackend, EditRequest, InpaintModel, SchedulerKind};
 use clap::Parser;
 use image::Luma;
@@ -147,23 +148,23 @@ fn main() {
     let model = InpaintModel::<CpuBackend>::load(&dir, &Default::default()).expect("model loads");
     let (w, h) = (384u32, 256u32);
     let input = scene(w, h);
-    let tasks: [(&str, Option<GrayImage>, Extension, &str); 3] = [
+    let tasks: [(&str, Option<GrayImage>, Sides, &str); 3] = [
         (
             "inpaint",
             Some(ellipse_mask(w, h, (0.3, 0.6, 0.12, 0.15))),
-            Extension::default(),
+            Sides::default(),
             "a red car",
         ),
         (
             "erase",
             Some(ellipse_mask(w, h, (0.75, 0.25, 0.1, 0.14))),
-            Extension::default(),
+            Sides::default(),
             "",
         ),
         (
             "outpaint",
             None,
-            Extension {
+            Sides {
                 right: 96,
                 bottom: 32,
                 ..Default::default()
@@ -221,12 +222,12 @@ fn main() {
             );
             // diffusers runs the canvas at its own size; the crop variants at the model's.
             let size = if options.region == Region::Full {
-                WorkingSize {
+                NativeSize {
                     native: ((cw as f64 * ch as f64).sqrt().ceil()) as u32,
-                    multiple: model.working_size().multiple,
+                    multiple: model.native_size().multiple,
                 }
             } else {
-                model.working_size()
+                model.native_size()
             };
             let started = Instant::now();
             let plan = EditPlan::new(&input, mask.as_ref(), &options, size).expect("plan");
@@ -245,7 +246,7 @@ fn main() {
             let edited = model
                 .edit(&request, &mut |_| ControlFlow::Continue(()))
                 .expect("edit")
-                .to_rgb8();
+                .to_rgb8().expect("decoded output");
             let out = plan.finish(&edited);
             let edit_ms = started.elapsed().as_secs_f64() * 1000.0;
             // Judge every variant by the default feather band, so the numbers compare.
@@ -256,7 +257,7 @@ fn main() {
                     extension: *extension,
                     ..Default::default()
                 },
-                model.working_size(),
+                model.native_size(),
             )
             .expect("plan");
             let hard = EditPlan::new(
@@ -267,7 +268,7 @@ fn main() {
                     mask_feather: 0,
                     ..Default::default()
                 },
-                model.working_size(),
+                model.native_size(),
             )
             .expect("plan");
             let offset = plan.offset;

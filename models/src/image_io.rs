@@ -8,6 +8,8 @@ use burn::tensor::TensorData;
 pub use image::{GrayImage, Rgb, RgbImage};
 use image::{ImageReader, Limits};
 
+use byteedit_edit::pixels::{is_masked, luma};
+
 use crate::error::{ModelError, Result};
 
 /// Largest side accepted on input, in pixels: far above what the models are
@@ -107,9 +109,7 @@ pub fn to_luma(image: &image::DynamicImage) -> GrayImage {
     }
     let rgb = image.to_rgb8();
     GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
-        let [r, g, b] = rgb.get_pixel(x, y).0;
-        let l = (r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16;
-        image::Luma([l as u8])
+        image::Luma([luma(rgb.get_pixel(x, y).0)])
     })
 }
 
@@ -141,13 +141,7 @@ pub fn image_to_tensor<B: Backend>(image: &RgbImage, device: &B::Device) -> Tens
 /// The mask binarised at 0.5: 1 where the model should paint, row-major.
 pub fn binarize_mask(mask: &GrayImage) -> Vec<f32> {
     mask.pixels()
-        .map(|p| {
-            if p.0[0] as f32 / 255.0 < 0.5 {
-                0.0
-            } else {
-                1.0
-            }
-        })
+        .map(|p| if is_masked(p.0[0]) { 1.0 } else { 0.0 })
         .collect()
 }
 
@@ -167,13 +161,20 @@ pub fn resize_nearest(plane: &[f32], (w, h): (usize, usize), (ow, oh): (usize, u
 }
 
 /// HWC floats in [0, 1] (as diffusers' `output_type="np"`) to 8-bit RGB,
-/// rounding as `numpy_to_pil` does.
-pub fn to_rgb8(pixels: &[f32], width: u32, height: u32) -> RgbImage {
+/// rounding as `numpy_to_pil` does. A buffer of the wrong length is an
+/// error (never a black picture).
+pub fn to_rgb8(pixels: &[f32], width: u32, height: u32) -> Result<RgbImage> {
     let bytes = pixels
         .iter()
         .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
         .collect();
-    RgbImage::from_raw(width, height, bytes).unwrap_or_else(|| RgbImage::new(width, height))
+    RgbImage::from_raw(width, height, bytes).ok_or_else(|| {
+        ModelError::InvalidInput(format!(
+            "{} values cannot be a {width}x{height} RGB image ({} expected)",
+            pixels.len(),
+            width as u64 * height as u64 * 3
+        ))
+    })
 }
 
 /// Writes a PNG (the folder must exist).
@@ -245,6 +246,13 @@ mod tests {
     fn mask_binarises_at_half() {
         let mask = GrayImage::from_raw(3, 1, vec![127, 128, 255]).unwrap();
         assert_eq!(binarize_mask(&mask), vec![0.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn a_buffer_of_the_wrong_size_is_an_error_not_a_black_image() {
+        let err = to_rgb8(&[0.5; 11], 2, 2).unwrap_err().to_string();
+        assert!(err.contains("11 values") && err.contains("2x2"), "{err}");
+        assert_eq!(to_rgb8(&[1.0; 12], 2, 2).unwrap().get_pixel(1, 1).0, [255; 3]);
     }
 
     #[test]

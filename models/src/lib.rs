@@ -24,7 +24,10 @@ pub mod vae;
 pub mod weights;
 
 pub use error::{ModelError, Result};
-pub use pipeline::{EditOutput, EditRequest, InitialLatents, InpaintModel, StepProgress, Timings};
+pub use pipeline::{
+    EditOutput, EditRequest, InitialLatents, InpaintModel, ModelConfigs, ServingDefaults,
+    StepProgress, Timings,
+};
 pub use schedulers::{SchedulerKind, TimestepSpacing};
 
 /// The CPU backend: flex (see docs/PERFORMANCE.md for why), or ndarray when

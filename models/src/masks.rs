@@ -2,12 +2,9 @@
 //! box, and pasting an edit back so that pixels outside the feathered mask
 //! stay exactly the input's.
 
+pub use byteedit_edit::pixels::is_masked;
+use byteedit_edit::Rect;
 use image::{GrayImage, RgbImage};
-
-/// A pixel counts as masked at 50 % grey or more (the pipeline's threshold).
-pub fn is_masked(value: u8) -> bool {
-    value >= 128
-}
 
 /// Grows (`px > 0`) or shrinks (`px < 0`) the binarised mask by `|px|` pixels
 /// (a square neighbourhood, so the result follows the mask's shape).
@@ -98,18 +95,9 @@ pub fn feather(mask: &GrayImage, px: u32) -> Vec<f32> {
     alpha
 }
 
-/// A rectangle of an image, in pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CropBox {
-    pub x: u32,
-    pub y: u32,
-    pub width: u32,
-    pub height: u32,
-}
-
 /// The masked pixels' bounding box grown by `padding` on every side and
 /// clamped to the image; `None` for an empty mask.
-pub fn crop_around(mask: &GrayImage, padding: u32) -> Option<CropBox> {
+pub fn crop_around(mask: &GrayImage, padding: u32) -> Option<Rect> {
     let (w, h) = mask.dimensions();
     let mut bounds: Option<(u32, u32, u32, u32)> = None;
     for (x, y, p) in mask.enumerate_pixels() {
@@ -121,7 +109,7 @@ pub fn crop_around(mask: &GrayImage, padding: u32) -> Option<CropBox> {
     let (x0, y0, x1, y1) = bounds?;
     let (x0, y0) = (x0.saturating_sub(padding), y0.saturating_sub(padding));
     let (x1, y1) = ((x1 + padding).min(w - 1), (y1 + padding).min(h - 1));
-    Some(CropBox {
+    Some(Rect {
         x: x0,
         y: y0,
         width: x1 - x0 + 1,
@@ -132,7 +120,7 @@ pub fn crop_around(mask: &GrayImage, padding: u32) -> Option<CropBox> {
 /// The input with `edited` (the size of `crop`) blended in at `crop` by
 /// `alpha` (row-major over the whole input). Where `alpha` is 0 the input
 /// pixel is copied untouched, so nothing outside the feathered mask changes.
-pub fn paste_back(input: &RgbImage, edited: &RgbImage, crop: CropBox, alpha: &[f32]) -> RgbImage {
+pub fn paste_back(input: &RgbImage, edited: &RgbImage, crop: Rect, alpha: &[f32]) -> RgbImage {
     let width = input.width();
     let mut out = input.clone();
     for (cx, cy, e) in edited.enumerate_pixels() {
@@ -189,7 +177,7 @@ mod tests {
             let edited_full = RgbImage::from_fn(w, h, |x, y| Rgb([255 - x as u8, seed, y as u8]));
             let alpha = feather(&mask, px);
             let crop = crop_around(&grow(&mask, 2 * px as i32), 0)
-                .unwrap_or(CropBox { x: 0, y: 0, width: w, height: h });
+                .unwrap_or(Rect::full((w, h)));
             let edited = image::imageops::crop_imm(&edited_full, crop.x, crop.y, crop.width, crop.height).to_image();
             let out = paste_back(&input, &edited, crop, &alpha);
             let band = grow(&mask, 2 * px as i32);

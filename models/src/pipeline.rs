@@ -22,6 +22,8 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Deserialize;
 
+use byteedit_edit::{EditParams, ModelInfo};
+
 use crate::clip::{ClipTextConfig, ClipTextModel};
 use crate::config::read_config;
 use crate::error::{ModelError, Result};
@@ -50,10 +52,19 @@ struct ModelIndex {
     class_name: Option<String>,
 }
 
-impl<B: Backend> InpaintModel<B> {
-    /// Loads a diffusers folder (`model_index.json`, `unet/`, `vae/`,
-    /// `text_encoder/`, `tokenizer/`, `scheduler/`).
-    pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
+/// A diffusers inpainting folder's configs, read and checked against each
+/// other without loading any weight (cheap: the CLI checks a request
+/// against them before spending seconds on loading).
+#[derive(Debug, Clone)]
+pub struct ModelConfigs {
+    pub unet: UNetConfig,
+    pub vae: VaeConfig,
+    pub text_encoder: ClipTextConfig,
+    pub scheduler: SchedulerConfig,
+}
+
+impl ModelConfigs {
+    pub fn read(dir: &Path) -> Result<Self> {
         let index_path = dir.join("model_index.json");
         if !index_path.is_file() {
             return Err(ModelError::config(
@@ -69,7 +80,6 @@ impl<B: Backend> InpaintModel<B> {
         let clip_config = ClipTextConfig::from_file(&dir.join("text_encoder/config.json"))?;
         let scheduler_config =
             SchedulerConfig::from_file(&dir.join("scheduler/scheduler_config.json"))?;
-
         let latent = vae_config.latent_channels;
         if unet_config.in_channels != 2 * latent + 1 {
             return Err(ModelError::config(
@@ -105,6 +115,87 @@ impl<B: Backend> InpaintModel<B> {
             ));
         }
 
+        Ok(Self {
+            unet: unet_config,
+            vae: vae_config,
+            text_encoder: clip_config,
+            scheduler: scheduler_config,
+        })
+    }
+
+    /// The size crops are resized to: the UNet's `sample_size` latents (64
+    /// for SD-1.5, so 512 px) at the VAE factor; 64 latents when unset.
+    pub fn native_size(&self) -> crate::tasks::NativeSize {
+        let sf = self.vae.scale_factor() as u32;
+        crate::tasks::NativeSize {
+            native: self.unet.sample_size.unwrap_or(64) as u32 * sf,
+            multiple: sf,
+        }
+    }
+
+    /// What callers are told about this model served as `name` with
+    /// `defaults` (steps are capped by the schedule's length).
+    pub fn describe(&self, name: &str, defaults: &ServingDefaults) -> ModelInfo {
+        describe(name, self.native_size(), &self.scheduler, defaults)
+    }
+}
+
+fn describe(
+    name: &str,
+    native: crate::tasks::NativeSize,
+    schedule: &SchedulerConfig,
+    defaults: &ServingDefaults,
+) -> ModelInfo {
+    let max_steps = defaults
+        .max_steps
+        .min(schedule.num_train_timesteps as u32)
+        .max(1);
+    ModelInfo {
+        name: name.to_owned(),
+        vae_scale_factor: native.multiple,
+        default_steps: defaults.default_steps.clamp(1, max_steps),
+        max_steps,
+        default_guidance_scale: defaults.default_guidance_scale,
+        default_scheduler: defaults.default_scheduler.to_string(),
+        schedulers: SchedulerKind::NAMES.iter().map(|s| s.to_string()).collect(),
+        native_size: native.native,
+        erase_negative_prompt: defaults.erase_negative_prompt.clone(),
+    }
+}
+
+/// The defaults a model is served with (the worker's flags; the CLI's own).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServingDefaults {
+    pub default_steps: u32,
+    /// At most this many steps (and never more than the schedule has).
+    pub max_steps: u32,
+    pub default_guidance_scale: f64,
+    pub default_scheduler: SchedulerKind,
+    pub erase_negative_prompt: String,
+}
+
+impl Default for ServingDefaults {
+    fn default() -> Self {
+        Self {
+            default_steps: 20,
+            max_steps: 100,
+            default_guidance_scale: 7.5,
+            default_scheduler: SchedulerKind::DpmSolverPlusPlus2M,
+            erase_negative_prompt: byteedit_edit::defaults::ERASE_NEGATIVE_PROMPT.into(),
+        }
+    }
+}
+
+impl<B: Backend> InpaintModel<B> {
+    /// Loads a diffusers folder (`model_index.json`, `unet/`, `vae/`,
+    /// `text_encoder/`, `tokenizer/`, `scheduler/`).
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
+        let ModelConfigs {
+            unet: unet_config,
+            vae: vae_config,
+            text_encoder: clip_config,
+            scheduler: scheduler_config,
+        } = ModelConfigs::read(dir)?;
         let tokenizer = ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
         let text_encoder = load_component(&dir.join("text_encoder"), "model", device, |w| {
             ClipTextModel::load(w, &clip_config)
@@ -136,11 +227,15 @@ impl<B: Backend> InpaintModel<B> {
         self.vae_config.scale_factor()
     }
 
-    /// The size crops are resized to: the UNet's `sample_size` latents (64
-    /// for SD-1.5, so 512 px) at the VAE factor; 64 latents when unset.
-    pub fn working_size(&self) -> crate::tasks::WorkingSize {
+    /// What callers are told about this model (see [`ModelConfigs::describe`]).
+    pub fn describe(&self, name: &str, defaults: &ServingDefaults) -> ModelInfo {
+        describe(name, self.native_size(), &self.scheduler_config, defaults)
+    }
+
+    /// The size crops are resized to by default (see [`ModelConfigs::native_size`]).
+    pub fn native_size(&self) -> crate::tasks::NativeSize {
         let sf = self.vae_scale_factor() as u32;
-        crate::tasks::WorkingSize {
+        crate::tasks::NativeSize {
             native: self.unet_config.sample_size.unwrap_or(64) as u32 * sf,
             multiple: sf,
         }
@@ -411,6 +506,25 @@ pub struct EditRequest {
     pub latents: Option<InitialLatents>,
 }
 
+impl EditRequest {
+    /// The engine's input for a plan's working image and a validated
+    /// request's parameters (seeded noise, the solver's default spacing).
+    pub fn for_params(plan: &crate::tasks::EditPlan, p: &EditParams) -> Result<Self> {
+        Ok(Self {
+            image: plan.image.clone(),
+            mask: plan.model_mask.clone(),
+            prompt: p.prompt.clone(),
+            negative_prompt: p.negative_prompt.clone(),
+            steps: p.steps as usize,
+            guidance_scale: p.guidance_scale,
+            scheduler: p.scheduler.parse().map_err(ModelError::InvalidInput)?,
+            timestep_spacing: None,
+            seed: p.seed,
+            latents: None,
+        })
+    }
+}
+
 /// Reported after each denoising step.
 #[derive(Debug, Clone, Copy)]
 pub struct StepProgress {
@@ -449,7 +563,7 @@ pub struct EditOutput {
 }
 
 impl EditOutput {
-    pub fn to_rgb8(&self) -> RgbImage {
+    pub fn to_rgb8(&self) -> Result<RgbImage> {
         crate::image_io::to_rgb8(&self.pixels, self.width, self.height)
     }
 }

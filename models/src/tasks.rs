@@ -11,23 +11,11 @@
 use image::imageops::{self, FilterType};
 use image::{GrayImage, Luma, Rgb, RgbImage};
 
+use byteedit_edit::geometry::MAX_WORKING_SIDE;
+use byteedit_edit::{EditParams, Rect, Sides, WorkingSize, defaults};
+
 use crate::error::{ModelError, Result};
-use crate::masks::{self, CropBox, is_masked};
-
-/// Pixels to add on each side of the image.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Extension {
-    pub left: u32,
-    pub right: u32,
-    pub top: u32,
-    pub bottom: u32,
-}
-
-impl Extension {
-    pub fn is_empty(&self) -> bool {
-        self.left + self.right + self.top + self.bottom == 0
-    }
-}
+use crate::masks::{self, is_masked};
 
 /// Which part of the canvas the model sees.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,7 +32,7 @@ pub enum Region {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskOptions {
     /// Outpainting: how far to extend each side.
-    pub extension: Extension,
+    pub extension: Sides,
     /// Outpainting: how far the mask reaches into the original from each
     /// extended side, so the seam is repainted and blended.
     pub overlap: u32,
@@ -63,41 +51,73 @@ pub struct TaskOptions {
     pub paste_back: bool,
     /// Resize a mask of another size to the image instead of refusing it.
     pub resize_mask: bool,
+    /// The size the crop is edited at.
+    pub working_size: WorkingSize,
 }
 
 impl Default for TaskOptions {
     fn default() -> Self {
         Self {
-            extension: Extension::default(),
-            overlap: 8,
+            extension: Sides::default(),
+            overlap: defaults::OVERLAP,
             mask_grow: 0,
-            mask_feather: 8,
-            crop_padding: 32,
+            mask_feather: defaults::MASK_FEATHER,
+            crop_padding: defaults::CROP_PADDING,
             region: Region::Masked,
             color_match: false,
             paste_back: true,
             resize_mask: false,
+            working_size: WorkingSize::Native,
         }
     }
 }
 
-/// The size a model works at: crops are resized to about `native`² pixels,
-/// with sides that are multiples of `multiple` (the VAE factor).
+impl TaskOptions {
+    /// The options of a validated request (the crop around the mask,
+    /// pasted back: what the service runs; the CLI may widen the region).
+    pub fn for_params(p: &EditParams) -> Self {
+        Self {
+            extension: p.sides(),
+            overlap: p.overlap,
+            mask_grow: p.mask_grow,
+            mask_feather: p.mask_feather,
+            crop_padding: p.crop_padding,
+            region: Region::Masked,
+            color_match: p.color_match,
+            paste_back: true,
+            resize_mask: p.mask_resize,
+            working_size: p.working_size,
+        }
+    }
+}
+
+/// What a model works at: crops are resized to about `native`² pixels by
+/// default, with sides that are multiples of `multiple` (the VAE factor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorkingSize {
+pub struct NativeSize {
     pub native: u32,
     pub multiple: u32,
 }
 
-impl WorkingSize {
-    /// The working size for a crop: its aspect ratio at the native area,
-    /// each side rounded to the nearest multiple (at least one multiple).
-    pub fn for_crop(&self, width: u32, height: u32) -> (u32, u32) {
-        let scale =
-            (self.native as f64 * self.native as f64 / (width as f64 * height as f64)).sqrt();
+impl NativeSize {
+    /// The size a `width`x`height` crop is edited at under `choice`, or why
+    /// it cannot be (a size the VAE cannot take, or one too large).
+    pub fn working_size(&self, choice: WorkingSize, (width, height): (u32, u32)) -> Result<(u32, u32)> {
         let m = self.multiple.max(1);
-        let side = |v: u32| ((v as f64 * scale / m as f64).round() as u32).max(1) * m;
-        (side(width), side(height))
+        let (ww, wh) = choice.for_crop((width, height), self.native, m);
+        if !ww.is_multiple_of(m) || !wh.is_multiple_of(m) {
+            let (sw, sh) = WorkingSize::suggest((ww, wh), m);
+            return Err(ModelError::InvalidInput(format!(
+                "working size {ww}x{wh} does not fit the model: both sides must be multiples of {m}; use e.g. {sw}x{sh}"
+            )));
+        }
+        if choice != WorkingSize::Native && ww.max(wh) > MAX_WORKING_SIDE {
+            return Err(ModelError::InvalidInput(format!(
+                "the crop is {width}x{height}; working size `{choice}` would edit it at {ww}x{wh}, \
+                 but at most {MAX_WORKING_SIDE} pixels a side are allowed: use `native` or a smaller WxH"
+            )));
+        }
+        Ok((ww, wh))
     }
 }
 
@@ -111,7 +131,7 @@ pub struct EditPlan {
     /// Paste weights over the canvas, row-major: 1 on the mask, 0 beyond the feather band.
     pub alpha: Vec<f32>,
     /// The part of the canvas the model edits.
-    pub crop: CropBox,
+    pub crop: Rect,
     /// What the model edits: the crop resized to the working size.
     pub image: RgbImage,
     /// The mask for [`Self::image`].
@@ -129,7 +149,7 @@ impl EditPlan {
         image: &RgbImage,
         mask: Option<&GrayImage>,
         options: &TaskOptions,
-        size: WorkingSize,
+        size: NativeSize,
     ) -> Result<Self> {
         let (w, h) = image.dimensions();
         if w == 0 || h == 0 {
@@ -179,25 +199,15 @@ impl EditPlan {
         let alpha = masks::feather(&mask, feather);
         let (cw, ch) = canvas.dimensions();
         let crop = match options.region {
-            Region::Full => CropBox {
-                x: 0,
-                y: 0,
-                width: cw,
-                height: ch,
-            },
+            Region::Full => Rect::full((cw, ch)),
             // Everything the paste touches, plus context.
             Region::Masked => masks::crop_around(
                 &masks::grow(&mask, 2 * feather as i32),
                 options.crop_padding,
             )
-            .unwrap_or(CropBox {
-                x: 0,
-                y: 0,
-                width: cw,
-                height: ch,
-            }),
+            .unwrap_or(Rect::full((cw, ch))),
         };
-        let (ww, wh) = size.for_crop(crop.width, crop.height);
+        let (ww, wh) = size.working_size(options.working_size, (crop.width, crop.height))?;
         let crop_image =
             imageops::crop_imm(&canvas, crop.x, crop.y, crop.width, crop.height).to_image();
         let crop_mask =
@@ -275,7 +285,7 @@ fn resize_rgb(image: &RgbImage, width: u32, height: u32) -> RgbImage {
 pub fn outpaint_canvas(
     image: &RgbImage,
     mask: Option<&GrayImage>,
-    ext: Extension,
+    ext: Sides,
     overlap: u32,
 ) -> (RgbImage, GrayImage) {
     let (w, h) = image.dimensions();
@@ -471,15 +481,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const TINY: WorkingSize = WorkingSize {
+    const TINY: NativeSize = NativeSize {
         native: 64,
         multiple: 8,
     };
 
+    fn native(width: u32, height: u32) -> (u32, u32) {
+        TINY.working_size(WorkingSize::Native, (width, height)).unwrap()
+    }
+
     #[test]
     fn canvas_keeps_the_original_and_masks_the_new_area_and_overlap() {
         let image = RgbImage::from_fn(6, 4, |x, y| Rgb([x as u8 * 10, y as u8 * 10, 7]));
-        let ext = Extension {
+        let ext = Sides {
             left: 2,
             right: 1,
             top: 1,
@@ -513,7 +527,7 @@ mod tests {
                 Rgb([0, 0, 200])
             }
         });
-        let ext = Extension {
+        let ext = Sides {
             top: 16,
             ..Default::default()
         };
@@ -531,10 +545,10 @@ mod tests {
 
     #[test]
     fn working_size_keeps_the_aspect_at_the_native_area() {
-        assert_eq!(TINY.for_crop(64, 64), (64, 64));
-        assert_eq!(TINY.for_crop(4000, 3000), (72, 56));
-        assert_eq!(TINY.for_crop(13, 9), (80, 56));
-        let (w, h) = TINY.for_crop(4000, 100);
+        assert_eq!(native(64, 64), (64, 64));
+        assert_eq!(native(4000, 3000), (72, 56));
+        assert_eq!(native(13, 9), (80, 56));
+        let (w, h) = native(4000, 100);
         assert!(w % 8 == 0 && h == 8 && w > 300, "{w}x{h}");
     }
 
@@ -599,6 +613,50 @@ mod tests {
         assert_eq!(plan.finish(&edited), edited);
     }
 
+    #[test]
+    fn the_caller_chooses_the_working_size() {
+        // A 96x64 image on a 64-px-native model, edited whole.
+        let image = RgbImage::from_fn(96, 64, |x, y| Rgb([x as u8, y as u8, 3]));
+        let mut mask = GrayImage::new(96, 64);
+        mask.put_pixel(10, 10, Luma([255]));
+        let plan_at = |working_size| {
+            let opts = TaskOptions {
+                region: Region::Full,
+                paste_back: false,
+                working_size,
+                ..Default::default()
+            };
+            EditPlan::new(&image, Some(&mask), &opts, TINY).map(|p| p.working_size())
+        };
+        assert_eq!(plan_at(WorkingSize::Native).unwrap(), (80, 56));
+        assert_eq!(plan_at(WorkingSize::Original).unwrap(), (96, 64));
+        let exact = WorkingSize::Exact {
+            width: 128,
+            height: 64,
+        };
+        assert_eq!(plan_at(exact).unwrap(), (128, 64));
+        // Not a multiple of the VAE factor: refused with a size that fits.
+        let odd = WorkingSize::Exact {
+            width: 100,
+            height: 70,
+        };
+        let err = plan_at(odd).unwrap_err().to_string();
+        assert!(err.contains("multiples of 8") && err.contains("104x72"), "{err}");
+        // The original size of a photo is refused past the working-size bound.
+        let big = RgbImage::new(3000, 40);
+        let mut big_mask = GrayImage::new(3000, 40);
+        big_mask.put_pixel(0, 0, Luma([255]));
+        big_mask.put_pixel(2999, 0, Luma([255]));
+        let opts = TaskOptions {
+            working_size: WorkingSize::Original,
+            ..Default::default()
+        };
+        let err = EditPlan::new(&big, Some(&big_mask), &opts, TINY)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 2048"), "{err}");
+    }
+
     fn scene(w: u32, h: u32, seed: u8) -> RgbImage {
         RgbImage::from_fn(w, h, |x, y| {
             Rgb([(x * 3) as u8 ^ seed, (y * 5) as u8, seed])
@@ -629,9 +687,9 @@ mod tests {
                 }
             }
             let extension = if outpaint {
-                Extension { left: ext.0, right: ext.1, top: ext.2, bottom: ext.3 }
+                Sides { left: ext.0, right: ext.1, top: ext.2, bottom: ext.3 }
             } else {
-                Extension::default()
+                Sides::default()
             };
             let opts = TaskOptions {
                 extension, mask_grow: grow, mask_feather: feather, crop_padding: padding,

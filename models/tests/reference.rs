@@ -173,7 +173,7 @@ fn whole_pipeline_matches_reference() {
 
             let png =
                 to_rgb(&read_image(&dir.join(format!("expected_{}.png", case.name))).unwrap());
-            let ours = output.to_rgb8();
+            let ours = output.to_rgb8().unwrap();
             let worst = ours
                 .as_raw()
                 .iter()

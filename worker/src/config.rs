@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::Args;
+use byteedit_models::ServingDefaults;
 
 /// `NAME=DIR`: serve the diffusers folder DIR under the name NAME.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,19 +88,31 @@ pub struct WorkerArgs {
 impl WorkerArgs {
     /// Defaults for one model folder (used by tests and `serve`).
     pub fn for_models(models: Vec<ModelSpec>) -> Self {
+        let serving = ServingDefaults::default();
         Self {
             models,
             worker_name: None,
-            default_steps: 20,
-            max_steps: 100,
-            default_guidance_scale: 7.5,
-            default_scheduler: byteedit_models::SchedulerKind::DpmSolverPlusPlus2M,
+            default_steps: serving.default_steps,
+            max_steps: serving.max_steps,
+            default_guidance_scale: serving.default_guidance_scale,
+            default_scheduler: serving.default_scheduler,
             heartbeat_secs: 5,
             lease_secs: 60,
             max_attempts: 3,
             retry_backoff_secs: 2.0,
             retry_backoff_max_secs: 60.0,
-            erase_negative_prompt: byteedit_jobs::job::defaults::ERASE_NEGATIVE_PROMPT.into(),
+            erase_negative_prompt: serving.erase_negative_prompt,
+        }
+    }
+
+    /// The defaults every model of this worker is served with.
+    pub fn serving_defaults(&self) -> ServingDefaults {
+        ServingDefaults {
+            default_steps: self.default_steps,
+            max_steps: self.max_steps,
+            default_guidance_scale: self.default_guidance_scale,
+            default_scheduler: self.default_scheduler,
+            erase_negative_prompt: self.erase_negative_prompt.clone(),
         }
     }
 

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use burn::prelude::Backend;
 use byteedit_jobs::ModelInfo;
-use byteedit_models::schedulers::SchedulerKind;
 use byteedit_models::tasks::EditPlan;
 use byteedit_models::{EditRequest, InpaintModel, ModelError};
 use image::RgbImage;
@@ -79,7 +78,7 @@ impl Engine {
                     tracing::info!("loading model `{}` from {}", spec.name, spec.dir.display());
                     match InpaintModel::<B>::load(&spec.dir, &device) {
                         Ok(model) => {
-                            infos.push(model_info(&spec.name, &model, &args));
+                            infos.push(model.describe(&spec.name, &args.serving_defaults()));
                             models.insert(spec.name.clone(), model);
                         }
                         Err(source) => {
@@ -118,24 +117,6 @@ impl Engine {
             .send((job, reply))
             .map_err(|_| WorkerError::EngineGone)?;
         answer.await.map_err(|_| WorkerError::EngineGone)
-    }
-}
-
-fn model_info<B: Backend>(name: &str, model: &InpaintModel<B>, args: &WorkerArgs) -> ModelInfo {
-    let max_steps = args
-        .max_steps
-        .min(model.scheduler_config.num_train_timesteps as u32)
-        .max(1);
-    ModelInfo {
-        name: name.to_owned(),
-        vae_scale_factor: model.vae_scale_factor() as u32,
-        default_steps: args.default_steps.clamp(1, max_steps),
-        max_steps,
-        default_guidance_scale: args.default_guidance_scale,
-        default_scheduler: args.default_scheduler.to_string(),
-        schedulers: SchedulerKind::NAMES.iter().map(|s| s.to_string()).collect(),
-        native_size: model.working_size().native,
-        erase_negative_prompt: args.erase_negative_prompt.clone(),
     }
 }
 
@@ -179,7 +160,7 @@ fn run<B: Backend>(model: &InpaintModel<B>, job: &EngineJob) -> Result<EngineOut
         model_time += started.elapsed();
         denoise += output.timings.denoise;
         steps += output.timings.steps;
-        images.push(job.plan.finish(&output.to_rgb8()));
+        images.push(job.plan.finish(&output.to_rgb8()?));
     }
     Ok(EngineOutput {
         images,

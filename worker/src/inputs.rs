@@ -2,10 +2,10 @@
 //! mask from the file or the image's alpha, and plan the task's edit.
 
 use byteedit_jobs::geometry::{Geometry, Rect};
-use byteedit_jobs::{EditParams, JobRecord, ModelInfo, Task};
+use byteedit_jobs::{JobRecord, ModelInfo, Task};
 use byteedit_models::image_io::{Bounds, alpha_mask, decode_image_within, to_luma, to_rgb};
-use byteedit_models::tasks::{EditPlan, Extension, Region, TaskOptions, WorkingSize};
-use byteedit_models::{EditRequest, ModelError, SchedulerKind};
+use byteedit_models::tasks::{EditPlan, NativeSize, TaskOptions};
+use byteedit_models::{EditRequest, ModelError};
 
 /// A job ready for the engine.
 pub struct PreparedEdit {
@@ -46,11 +46,11 @@ pub fn prepare(
         )));
     }
     let image = to_rgb(&decoded);
-    let size = WorkingSize {
+    let size = NativeSize {
         native: model.native_size,
         multiple: model.vae_scale_factor,
     };
-    let plan = EditPlan::new(&image, mask.as_ref(), &task_options(p), size)?;
+    let plan = EditPlan::new(&image, mask.as_ref(), &TaskOptions::for_params(p), size)?;
     let (cw, ch) = plan.canvas.dimensions();
     // The API sized the job from the header; the decoded image must agree.
     if (cw, ch) != (job.width, job.height) {
@@ -60,46 +60,12 @@ pub fn prepare(
         )));
     }
     let geometry = geometry(&plan, image.dimensions());
-    let request = EditRequest {
-        image: plan.image.clone(),
-        mask: plan.model_mask.clone(),
-        prompt: p.prompt.clone(),
-        negative_prompt: p.negative_prompt.clone(),
-        steps: p.steps as usize,
-        guidance_scale: p.guidance_scale,
-        scheduler: p
-            .scheduler
-            .parse::<SchedulerKind>()
-            .map_err(ModelError::InvalidInput)?,
-        timestep_spacing: None,
-        seed: p.seed,
-        latents: None,
-    };
+    let request = EditRequest::for_params(&plan, p)?;
     Ok(PreparedEdit {
         plan,
         request,
         geometry,
     })
-}
-
-/// The engine's task options for a job's effective parameters.
-pub fn task_options(p: &EditParams) -> TaskOptions {
-    TaskOptions {
-        extension: Extension {
-            left: p.extend_left,
-            right: p.extend_right,
-            top: p.extend_top,
-            bottom: p.extend_bottom,
-        },
-        overlap: p.overlap,
-        mask_grow: p.mask_grow,
-        mask_feather: p.mask_feather,
-        crop_padding: p.crop_padding,
-        region: Region::Masked,
-        color_match: p.color_match,
-        paste_back: true,
-        resize_mask: p.mask_resize,
-    }
 }
 
 fn geometry(plan: &EditPlan, (iw, ih): (u32, u32)) -> Geometry {
@@ -115,12 +81,7 @@ fn geometry(plan: &EditPlan, (iw, ih): (u32, u32)) -> Geometry {
             width: iw,
             height: ih,
         },
-        crop: Rect {
-            x: c.x,
-            y: c.y,
-            width: c.width,
-            height: c.height,
-        },
+        crop: c,
         working_width: ww,
         working_height: wh,
         masked_pixels: plan.masked_pixels(),

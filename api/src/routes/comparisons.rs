@@ -20,7 +20,8 @@ use super::edits::submit;
 use crate::auth::{AdminAuth, VolunteerAuth};
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
-use crate::validation::{MAX_SEED, RawEditForm};
+use crate::validation::RawEditForm;
+use byteedit_edit::bounds::MAX_SEED;
 
 /// Votes a comparison gets before it stops being served, unless asked otherwise.
 pub const DEFAULT_VOTES_WANTED: i32 = 3;
@@ -176,7 +177,7 @@ async fn from_run(
     let wanted = votes_wanted(form.number("votes_wanted", i32::MIN, i32::MAX, "an integer")?)?;
     // One seed for both, so the models are the only difference.
     if form.value("seed").is_none() {
-        form.set_text("seed", rand::random_range(0..=MAX_SEED).to_string());
+        form.edit.seed = Some(rand::random_range(0..=MAX_SEED).to_string());
     }
     let candidate_job = submit(state, owner, form.clone(), &candidate).await?;
     let baseline_job = match submit(state, owner, form, &baseline).await {

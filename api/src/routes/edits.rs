@@ -9,86 +9,14 @@ use byteedit_jobs::db::idempotency::{self, KeyState};
 use byteedit_jobs::db::{self, NewJob};
 use byteedit_jobs::job::keys;
 use byteedit_jobs::{JobError, JobRecord, JobStatus};
-use utoipa::ToSchema;
+use byteedit_edit::EditForm;
 use uuid::Uuid;
 
 use super::jobs::job_out;
 use crate::auth::ClientAuth;
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
-use crate::validation::{RawEditForm, validate};
-
-/// The multipart form of `POST /v1/edits` (documentation only: the handler
-/// reads the parts itself to refuse unknown fields with a clear message).
-#[allow(dead_code)]
-#[derive(ToSchema)]
-pub struct EditForm {
-    /// PNG, JPEG or WebP of any size within the limits; the format is read
-    /// from the bytes. Without `mask`, its transparent pixels (alpha below
-    /// 50 %) mark the region to edit.
-    #[schema(value_type = String, format = Binary)]
-    image: Vec<u8>,
-    /// Grey or binary image, same size as `image` (or any size with
-    /// `mask_resize=true`); pixels at 50 % grey or more are edited. Required
-    /// for `inpaint` and `erase` unless the image has transparency; for
-    /// `outpaint` it marks extra area to repaint.
-    #[schema(value_type = Option<String>, format = Binary)]
-    mask: Option<Vec<u8>>,
-    /// `inpaint` (fill the mask with the prompt), `erase` (remove what the
-    /// mask covers; no prompt needed) or `outpaint` (extend the canvas).
-    task: String,
-    /// Required for `inpaint`; optional otherwise.
-    prompt: Option<String>,
-    /// Default for `erase`: the model's `erase_negative_prompt`.
-    negative_prompt: Option<String>,
-    /// A name from `GET /v1/models`; default: the only (or configured) model.
-    model: Option<String>,
-    /// Denoising steps, 1 to the model's `max_steps`; default: the model's.
-    steps: Option<u32>,
-    /// Classifier-free guidance, 0 to 50; at most 1 turns guidance off.
-    guidance_scale: Option<f64>,
-    /// One of the model's `schedulers`.
-    scheduler: Option<String>,
-    /// 0 to 2^53-1; default: random (the job reports the one used).
-    seed: Option<u64>,
-    /// 1 to 4 images, with seeds `seed`, `seed+1`, ...
-    num_outputs: Option<u32>,
-    /// Outpainting: pixels to add on the left (0 to 2048).
-    extend_left: Option<u32>,
-    extend_right: Option<u32>,
-    extend_top: Option<u32>,
-    extend_bottom: Option<u32>,
-    /// Outpainting, instead of `extend_*`: the canvas width (at least the image's).
-    target_width: Option<u32>,
-    /// Outpainting: the canvas height (at least the image's).
-    target_height: Option<u32>,
-    /// Outpainting, instead of a target size: `W:H` (e.g. `16:9`); the
-    /// smallest canvas with this ratio that holds the image.
-    aspect_ratio: Option<String>,
-    /// Outpainting with a target size or ratio: where the image sits:
-    /// `center` (default), `top-left`, `top`, `top-right`, `left`, `right`,
-    /// `bottom-left`, `bottom`, `bottom-right`.
-    anchor: Option<String>,
-    /// Outpainting: how far the mask reaches into the image along each
-    /// extended side (0 to 256, default 8), so the seam is repainted.
-    overlap: Option<u32>,
-    /// Grow (> 0) or shrink (< 0) the mask by this many pixels (-256 to 256, default 0).
-    mask_grow: Option<i32>,
-    /// Blend band (0 to 128, default 8): the edit fades out within twice
-    /// this many pixels outside the mask; beyond it the output is the input.
-    mask_feather: Option<u32>,
-    /// `true`: resize a mask of another size to the image instead of refusing it.
-    mask_resize: Option<bool>,
-    /// Context around the mask given to the model, in pixels (0 to 2048, default 32).
-    crop_padding: Option<u32>,
-    /// `true`: match the generated region's colours to its surroundings.
-    color_match: Option<bool>,
-    /// An http(s) URL (at most 2048 characters) that is `POST`ed a JSON
-    /// body when the job ends (succeeded, failed or canceled), signed with
-    /// `ByteEdit-Signature` and retried with backoff until it answers 2xx.
-    #[schema(max_length = 2048)]
-    webhook_url: Option<String>,
-}
+use crate::validation::{RawEditForm, canvas_limits, validate};
 
 /// The `Idempotency-Key` header, checked.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -167,35 +95,40 @@ pub async fn submit(
     })?;
     crate::limits::admit(state, name).await?;
     // Masks are decoded to check their pixels: off the async threads.
-    let (config, model) = (state.config.clone(), model.clone());
-    let edit = tokio::task::spawn_blocking(move || validate(form, &config, &model))
-        .await
-        .map_err(|e| ApiError::Internal(format!("validation task failed: {e}")))??;
+    let (limits, model) = (canvas_limits(&state.config), model.clone());
+    let (edit, form) = tokio::task::spawn_blocking(move || {
+        let edit = validate(&form, limits, &model);
+        (edit, form)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("validation task failed: {e}")))?;
+    let edit = edit?;
+    // Validation found the image (it is required).
+    let Some(image) = form.edit.image else {
+        return Err(ApiError::Internal("a validated form has no image".into()));
+    };
 
     let id = Uuid::now_v7();
     let image_key = keys::input(id);
-    let mask_key = edit.mask.as_ref().map(|_| keys::mask(id));
+    let mask_key = form.edit.mask.as_ref().map(|_| keys::mask(id));
     let storage = &backends.storage;
-    match (&mask_key, edit.mask.clone()) {
+    match (&mask_key, form.edit.mask) {
         (Some(key), Some(mask)) => {
-            tokio::try_join!(
-                storage.put(&image_key, edit.image.clone()),
-                storage.put(key, mask)
-            )?;
+            tokio::try_join!(storage.put(&image_key, image), storage.put(key, mask))?;
         }
-        _ => storage.put(&image_key, edit.image.clone()).await?,
+        _ => storage.put(&image_key, image).await?,
     }
     let job = db::jobs::insert(
         &backends.db,
         &NewJob {
             id,
             task: edit.task,
-            model: edit.model.clone(),
+            model: name.to_owned(),
             params: edit.params,
             image_key,
             mask_key,
-            width: edit.width,
-            height: edit.height,
+            width: edit.canvas.0,
+            height: edit.canvas.1,
             owner_key: Some(owner),
             webhook_url: edit.webhook_url.clone(),
         },

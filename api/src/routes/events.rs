@@ -69,7 +69,12 @@ pub async fn job_events(
                                 yield Ok(sse(&message.event, None));
                             }
                         }
-                        _ => break, // final (or queued): read the record
+                        // Final, or back in the queue (a hand-back or a
+                        // retry): the record has the whole job, or its position.
+                        event => {
+                            debug_assert!(event.is_final() || matches!(event, JobEvent::Queued { .. }));
+                            break;
+                        }
                     },
                     // Another job of the same model started or ended: ours may have moved up.
                     Ok(Ok(message)) if seen.status == Some(JobStatus::Queued)

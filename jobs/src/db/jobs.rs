@@ -5,7 +5,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::{JobsError, Result};
-use crate::geometry::Geometry;
+use byteedit_edit::Geometry;
 use crate::job::{EditParams, JobError, JobRecord, JobStatus, JobTimings, OutputRecord, Task};
 
 /// A validated job, ready to be recorded.
@@ -248,7 +248,6 @@ pub async fn awaiting_delivery(
 /// What a worker's claim on a delivered job found.
 #[derive(Debug)]
 // One per delivery, moved straight into the run: boxing would buy nothing.
-#[allow(clippy::large_enum_variant)]
 pub enum Claim {
     /// The job is this worker's now (attempt `job.attempts`).
     Claimed(Box<JobRecord>),

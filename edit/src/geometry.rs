@@ -1,5 +1,6 @@
-//! Canvas geometry that the API needs before a job is queued (to size and
-//! check an outpainting canvas) and that a finished job reports.
+//! Canvas geometry: how an outpainting canvas is sized (the API checks it
+//! before a job is queued, the engine builds it), the rectangles of the
+//! canvas, the size the model works at, and the report a finished job gives.
 
 use std::fmt;
 use std::str::FromStr;
@@ -85,13 +86,27 @@ impl fmt::Display for Anchor {
     }
 }
 
-/// Pixels added on each side of an image.
+/// Pixels added on each side of an image (outpainting).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sides {
     pub left: u32,
     pub right: u32,
     pub top: u32,
     pub bottom: u32,
+}
+
+impl Sides {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The size of a `width`x`height` image with these sides added.
+    pub fn extend(&self, (width, height): (u32, u32)) -> (u32, u32) {
+        (
+            width + self.left + self.right,
+            height + self.top + self.bottom,
+        )
+    }
 }
 
 /// How the caller asked to extend an image: explicit sides, or a target
@@ -106,31 +121,42 @@ pub struct OutpaintRequest {
 }
 
 impl OutpaintRequest {
-    /// The sides to add to a `width`x`height` image (all 0 when nothing was asked).
-    pub fn resolve(&self, (width, height): (u32, u32)) -> Result<Sides, String> {
+    /// The sides to add to a `width`x`height` image (all 0 when nothing was
+    /// asked), or the field at fault and why.
+    pub fn resolve(&self, (width, height): (u32, u32)) -> Result<Sides, (&'static str, String)> {
         let sized = self.target_width.is_some()
             || self.target_height.is_some()
             || self.aspect_ratio.is_some();
         if !sized {
             if self.anchor.is_some() {
-                return Err(
+                return Err((
+                    "anchor",
                     "`anchor` places the image on a `target_width`/`target_height` or `aspect_ratio` canvas; give one of those"
                         .into(),
-                );
+                ));
             }
             return Ok(self.sides);
         }
-        if self.sides != Sides::default() {
-            return Err(
+        let sized_field = if self.aspect_ratio.is_some() {
+            "aspect_ratio"
+        } else if self.target_width.is_some() {
+            "target_width"
+        } else {
+            "target_height"
+        };
+        if !self.sides.is_empty() {
+            return Err((
+                sized_field,
                 "give either `extend_*` or `target_width`/`target_height`/`aspect_ratio`, not both"
                     .into(),
-            );
+            ));
         }
         let target = match self.aspect_ratio {
             Some(_) if self.target_width.is_some() || self.target_height.is_some() => {
-                return Err(
+                return Err((
+                    "aspect_ratio",
                     "give either `aspect_ratio` or `target_width`/`target_height`, not both".into(),
-                );
+                ));
             }
             Some(ratio) => canvas_for_aspect((width, height), ratio),
             None => (
@@ -139,6 +165,7 @@ impl OutpaintRequest {
             ),
         };
         extension_to((width, height), target, self.anchor.unwrap_or_default())
+            .map_err(|m| (sized_field, m))
     }
 }
 
@@ -200,13 +227,117 @@ pub fn parse_aspect(text: &str) -> Result<(u32, u32), String> {
     }
 }
 
-/// A rectangle of the canvas, in pixels.
+/// A rectangle of the canvas (or of an image), in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Rect {
     pub x: u32,
     pub y: u32,
     pub width: u32,
     pub height: u32,
+}
+
+impl Rect {
+    /// The whole of a `width`x`height` image.
+    pub fn full((width, height): (u32, u32)) -> Self {
+        Self {
+            x: 0,
+            y: 0,
+            width,
+            height,
+        }
+    }
+}
+
+/// Largest side of a working size the caller may ask for: the model's
+/// memory grows with the square of the latent tokens.
+pub const MAX_WORKING_SIDE: u32 = 2048;
+
+/// The size the model edits the crop at, as the caller chose it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WorkingSize {
+    /// The crop's aspect ratio at the model's native area (`sample_size`
+    /// latents squared): what the model was trained for.
+    #[default]
+    Native,
+    /// The crop as it is, each side rounded to the VAE factor (as
+    /// IOPaint's "original" strategy).
+    Original,
+    /// Exactly this size (as diffusers' `width` and `height`); both sides
+    /// multiples of the VAE factor.
+    Exact { width: u32, height: u32 },
+}
+
+impl WorkingSize {
+    /// The working size for a `width`x`height` crop on a model whose native
+    /// side is `native` and whose sides must be multiples of `multiple`.
+    pub fn for_crop(&self, (width, height): (u32, u32), native: u32, multiple: u32) -> (u32, u32) {
+        let m = multiple.max(1);
+        let round = |v: f64| ((v / m as f64).round() as u32).max(1) * m;
+        match *self {
+            Self::Native => {
+                let scale =
+                    (native as f64 * native as f64 / (width as f64 * height as f64)).sqrt();
+                (round(width as f64 * scale), round(height as f64 * scale))
+            }
+            Self::Original => (round(width as f64), round(height as f64)),
+            Self::Exact { width, height } => (width, height),
+        }
+    }
+
+    /// The nearest size whose sides are multiples of `multiple`, for
+    /// messages that suggest one.
+    pub fn suggest((width, height): (u32, u32), multiple: u32) -> (u32, u32) {
+        Self::Original.for_crop((width, height), 0, multiple)
+    }
+}
+
+impl FromStr for WorkingSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "`working_size` must be `native`, `original` or WIDTHxHEIGHT (e.g. 512x768, each side 1 to {MAX_WORKING_SIDE}); got `{s}`"
+            )
+        };
+        match s {
+            "native" => return Ok(Self::Native),
+            "original" => return Ok(Self::Original),
+            _ => {}
+        }
+        let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+        let side = |v: &str| {
+            v.parse::<u32>()
+                .ok()
+                .filter(|v| (1..=MAX_WORKING_SIDE).contains(v))
+        };
+        match (side(w), side(h)) {
+            (Some(width), Some(height)) => Ok(Self::Exact { width, height }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for WorkingSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Native => f.write_str("native"),
+            Self::Original => f.write_str("original"),
+            Self::Exact { width, height } => write!(f, "{width}x{height}"),
+        }
+    }
+}
+
+impl Serialize for WorkingSize {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for WorkingSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// The geometry an edit used, reported with its result.
@@ -261,7 +392,7 @@ mod tests {
             target_width: Some(120),
             ..given
         };
-        assert!(both.resolve(image).unwrap_err().contains("not both"));
+        assert!(both.resolve(image).unwrap_err().1.contains("not both"));
         let ratio = OutpaintRequest {
             aspect_ratio: Some((1, 1)),
             anchor: Some(Anchor::Top),
@@ -273,7 +404,29 @@ mod tests {
             anchor: Some(Anchor::Left),
             ..Default::default()
         };
-        assert!(lone_anchor.resolve(image).unwrap_err().contains("`anchor`"));
+        assert_eq!(lone_anchor.resolve(image).unwrap_err().0, "anchor");
+    }
+
+    #[test]
+    fn working_sizes_follow_the_choice() {
+        // A 96x64 crop on a 64-px-native model with factor 8.
+        assert_eq!(WorkingSize::Native.for_crop((96, 64), 64, 8), (80, 56));
+        assert_eq!(WorkingSize::Original.for_crop((96, 64), 64, 8), (96, 64));
+        assert_eq!(WorkingSize::Original.for_crop((99, 61), 64, 8), (96, 64));
+        assert_eq!(WorkingSize::Original.for_crop((3, 2), 64, 8), (8, 8));
+        let exact = WorkingSize::Exact {
+            width: 128,
+            height: 64,
+        };
+        assert_eq!(exact.for_crop((96, 64), 64, 8), (128, 64));
+        for text in ["native", "original", "128x64"] {
+            assert_eq!(text.parse::<WorkingSize>().unwrap().to_string(), text);
+        }
+        assert_eq!("128X64".parse::<WorkingSize>(), Ok(exact));
+        for bad in ["", "big", "0x64", "64x", "64x4097", "x", "-8x8"] {
+            let err = bad.parse::<WorkingSize>().unwrap_err();
+            assert!(err.contains("`working_size`"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -10,8 +10,10 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod failure;
 pub mod feedback;
 pub mod geometry;
+pub mod ids;
 pub mod job;
 pub mod queue;
 pub mod rate_limit;
@@ -20,7 +22,9 @@ pub mod storage;
 pub use config::{Backends, ConnectArgs};
 pub use error::{JobsError, Result};
 pub use events::{EventMessage, JobEvent};
+pub use failure::FailureCode;
 pub use geometry::Geometry;
+pub use ids::{JobId, WorkerId};
 pub use job::{
     EditParams, JobError, JobRecord, JobStatus, JobTimings, ModelInfo, OutputRecord, Task,
 };

@@ -18,17 +18,22 @@ const RESUBSCRIBE: Duration = Duration::from_secs(1);
 /// delivery loop, the heartbeat, the cancel listener and the handle's
 /// shutdown.
 #[derive(Clone, Default)]
-pub(crate) struct CurrentJob(Arc<Mutex<Option<(JobId, Arc<AtomicBool>)>>>);
+pub(crate) struct CurrentJob(Arc<Mutex<Option<Running>>>);
+
+struct Running {
+    job: JobId,
+    cancel: Arc<AtomicBool>,
+}
 
 impl CurrentJob {
-    fn slot(&self) -> MutexGuard<'_, Option<(JobId, Arc<AtomicBool>)>> {
+    fn slot(&self) -> MutexGuard<'_, Option<Running>> {
         // Nothing holding the lock can leave it half-written: a poisoned
         // lock is still a good one.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn set(&self, job: JobId, cancel: Arc<AtomicBool>) {
-        *self.slot() = Some((job, cancel));
+        *self.slot() = Some(Running { job, cancel });
     }
 
     pub fn clear(&self) {
@@ -36,22 +41,22 @@ impl CurrentJob {
     }
 
     pub fn id(&self) -> Option<JobId> {
-        self.slot().as_ref().map(|(id, _)| *id)
+        self.slot().as_ref().map(|r| r.job)
     }
 
     /// Stops `job` at its next step, if it is the one running.
     pub fn cancel(&self, job: JobId) {
-        if let Some((id, flag)) = self.slot().as_ref()
-            && *id == job
+        if let Some(running) = self.slot().as_ref()
+            && running.job == job
         {
-            flag.store(true, Ordering::Relaxed);
+            running.cancel.store(true, Ordering::Relaxed);
         }
     }
 
     /// Stops whatever job is running (shutdown).
     pub fn cancel_any(&self) {
-        if let Some((_, flag)) = self.slot().as_ref() {
-            flag.store(true, Ordering::Relaxed);
+        if let Some(running) = self.slot().as_ref() {
+            running.cancel.store(true, Ordering::Relaxed);
         }
     }
 }

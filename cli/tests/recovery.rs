@@ -9,7 +9,7 @@ mod support;
 
 use byteedit_jobs::db;
 use byteedit_jobs::db::jobs::NewOutput;
-use byteedit_jobs::{Geometry, JobTimings};
+use byteedit_jobs::{Geometry, JobTimings, WorkerId};
 use futures_util::StreamExt;
 use support::{MODEL, Service};
 use uuid::Uuid;
@@ -78,7 +78,9 @@ async fn a_killed_workers_job_is_taken_over_and_recorded_once() {
     // Fencing: the dead worker's late writes are refused and change nothing.
     let db = &service.backends.db;
     assert_eq!(
-        db::jobs::heartbeat(db, job_id, dead_worker).await.unwrap(),
+        db::jobs::heartbeat(db, job_id.into(), dead_worker.into())
+            .await
+            .unwrap(),
         None
     );
     let late = NewOutput {
@@ -91,8 +93,8 @@ async fn a_killed_workers_job_is_taken_over_and_recorded_once() {
     let geometry: Geometry = serde_json::from_value(done["geometry"].clone()).unwrap();
     let refused = db::jobs::succeed(
         db,
-        job_id,
-        dead_worker,
+        job_id.into(),
+        dead_worker.into(),
         &[late],
         &JobTimings::default(),
         &geometry,
@@ -138,10 +140,14 @@ async fn a_job_whose_workers_keep_dying_fails_after_its_attempts() {
             .execute(db)
             .await
             .unwrap();
-        let claim = db::jobs::claim(db, id, ghost, 60.0).await.unwrap();
+        let claim = db::jobs::claim(db, id.into(), ghost.into(), 60.0)
+            .await
+            .unwrap();
         assert!(matches!(claim, db::Claim::Claimed(_)), "{claim:?}");
         // A live lease keeps others out.
-        let other = db::jobs::claim(db, id, Uuid::now_v7(), 60.0).await.unwrap();
+        let other = db::jobs::claim(db, id.into(), WorkerId::new(), 60.0)
+            .await
+            .unwrap();
         assert!(matches!(other, db::Claim::Busy), "{other:?}");
         sqlx::query("UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = $1")
             .bind(id)

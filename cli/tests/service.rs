@@ -562,6 +562,56 @@ async fn two_workers_share_one_queue_and_run_each_job_once() {
     service.finish().await;
 }
 
+/// One worker serving two models runs the jobs of both as they come: when
+/// Redis hands it an entry of each stream at once, every one is run in turn,
+/// none left pending until a reclaim a lease (here 60 s) later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_serving_two_models_drains_both_queues() {
+    let mut service = Service::start(0).await;
+    service
+        .add_worker_with(&["a", "b"], |a| a.lease_secs = 60)
+        .await;
+    let started = std::time::Instant::now();
+    let submit = |model: &'static str, steps: &'static str| {
+        let service = &service;
+        async move {
+            let fields = [("task", "erase"), ("steps", steps), ("model", model)];
+            let (status, job) = service.submit(&fields, true).await;
+            assert_eq!(status, 202, "{job}");
+            id(&job)
+        }
+    };
+    // Both queues fill while the worker is busy, so its next read finds
+    // entries in both streams.
+    let first = submit("a", "20").await;
+    service.wait_for(&first, |j| j["status"] != "queued").await;
+    let mut ids = vec![first];
+    for _ in 0..4 {
+        ids.push(submit("b", "1").await);
+        ids.push(submit("a", "1").await);
+    }
+    for job in &ids {
+        service.wait_for(job, |j| j["status"] == "succeeded").await;
+    }
+    // An entry left pending waits for a reclaim: at least the 60 s lease.
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "{} jobs of two models took {took:?}",
+        ids.len()
+    );
+    let attempts: Vec<(String, i32)> = sqlx::query_as("SELECT model, attempts FROM jobs")
+        .fetch_all(&service.backends.db)
+        .await
+        .unwrap();
+    assert_eq!(attempts.len(), 9);
+    assert!(
+        attempts.iter().all(|(_, n)| *n == 1),
+        "no job was taken over: {attempts:?}"
+    );
+    service.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_list_newest_first_with_cursor_pages() {
     let service = Service::start(1).await;

@@ -10,7 +10,9 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod failure;
 pub mod feedback;
+pub mod ids;
 pub mod job;
 pub mod queue;
 pub mod rate_limit;
@@ -20,6 +22,8 @@ pub use config::{Backends, ConnectArgs};
 pub use error::{JobsError, Result};
 pub use events::{EventMessage, JobEvent};
 pub use byteedit_edit::{Geometry, geometry};
+pub use failure::FailureCode;
+pub use ids::{JobId, WorkerId};
 pub use job::{
     EditParams, JobError, JobRecord, JobStatus, JobTimings, ModelInfo, OutputRecord, Task,
 };

@@ -81,6 +81,8 @@ pub struct QueueConsumer {
     models: Vec<String>,
     /// Where each stream's `XAUTOCLAIM` scan goes on from.
     cursors: std::collections::HashMap<String, String>,
+    /// The stream `next` looks at first (the one after the last it served).
+    turn: usize,
 }
 
 impl QueueConsumer {
@@ -101,6 +103,7 @@ impl QueueConsumer {
             consumer: consumer.to_owned(),
             models: models.to_vec(),
             cursors: Default::default(),
+            turn: 0,
         };
         consumer.create_groups().await?;
         Ok(consumer)
@@ -141,23 +144,48 @@ impl QueueConsumer {
         }
     }
 
-    /// Waits up to `block` for the next job of any served model.
-    pub async fn next(&mut self, block: Duration) -> Result<Option<Delivery>> {
-        let keys: Vec<String> = self
-            .models
+    /// Waits up to `block` for the next job of the served models, and returns
+    /// every entry Redis delivered. Each is pending on this consumer from now
+    /// on, so the caller must run or hand back all of them: one dropped here
+    /// would wait for a reclaim, a whole lease later.
+    ///
+    /// The streams are first read one at a time without blocking, from the
+    /// one after the stream served last (round robin: a busy model cannot
+    /// starve the others), stopping at the first entry, so this worker takes
+    /// only what it can start now and leaves the rest to other workers. Only
+    /// when all are empty does it block on all of them; then COUNT applies
+    /// per stream, and entries of several models may come at once.
+    pub async fn next(&mut self, block: Duration) -> Result<Vec<Delivery>> {
+        let streams = self.models.len();
+        for i in 0..streams {
+            let stream = (self.turn + i) % streams;
+            let found = self.read(&[stream], None).await?;
+            if !found.is_empty() {
+                self.turn = (stream + 1) % streams;
+                return Ok(found);
+            }
+        }
+        let all: Vec<usize> = (0..streams).collect();
+        self.read(&all, Some(block)).await
+    }
+
+    /// One `XREADGROUP ... COUNT 1` of new entries on the streams of the
+    /// models at `streams` (indices into `models`), blocking for `block`.
+    async fn read(&mut self, streams: &[usize], block: Option<Duration>) -> Result<Vec<Delivery>> {
+        let keys: Vec<String> = streams
             .iter()
-            .map(|m| stream_key(&self.prefix, m))
+            .map(|&i| stream_key(&self.prefix, &self.models[i]))
             .collect();
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(GROUP)
             .arg(&self.consumer)
             .arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&keys);
+            .arg(1);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(&keys);
         for _ in &keys {
             cmd.arg(">");
         }
@@ -165,26 +193,27 @@ impl QueueConsumer {
             .query_async::<Option<StreamReadReply>>(&mut self.blocking)
             .await;
         let Some(Some(reply)) = self.recover(reply).await? else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
+        let mut deliveries = Vec::new();
         for stream in reply.keys {
             let model = stream
                 .key
                 .strip_prefix(&format!("{}:jobs:", self.prefix))
                 .unwrap_or(&stream.key)
                 .to_owned();
-            if let Some(entry) = stream.ids.into_iter().next() {
+            for entry in stream.ids {
                 let job = entry
                     .get::<String>(JOB_FIELD)
                     .and_then(|s| Uuid::parse_str(&s).ok());
-                return Ok(Some(Delivery {
-                    model,
+                deliveries.push(Delivery {
+                    model: model.clone(),
                     entry: entry.id,
                     job,
-                }));
+                });
             }
         }
-        Ok(None)
+        Ok(deliveries)
     }
 
     /// Takes over one entry that another consumer has held for at least
@@ -267,5 +296,18 @@ impl QueueConsumer {
             .query_async::<()>(&mut conn)
             .await?;
         Ok(())
+    }
+
+    /// Gives an entry this consumer will not run back to every consumer: a
+    /// fresh entry for its job at the stream's end, then the old one
+    /// acknowledged. In this order, a crash in between leaves a duplicate
+    /// (harmless: the claim in Postgres runs a job once), never no entry.
+    pub async fn requeue(&self, delivery: &Delivery) -> Result<()> {
+        if let Some(job) = delivery.job {
+            Queue::new(self.conn.clone(), &self.prefix)
+                .enqueue(&delivery.model, job)
+                .await?;
+        }
+        self.ack(delivery).await
     }
 }

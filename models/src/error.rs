@@ -67,21 +67,35 @@ pub enum ModelError {
 }
 
 impl ModelError {
-    /// A short stable name, for logs, metrics and API error bodies.
+    /// Every name [`ModelError::error_type`] gives.
+    pub const ERROR_TYPES: &'static [&'static str] = &[
+        "file_unreadable",
+        "model_config_invalid",
+        "model_unsupported",
+        "model_weights_invalid",
+        "tokenizer_invalid",
+        "invalid_input",
+        "output_encoding_failed",
+        "canceled",
+    ];
+
+    /// A short stable snake_case name, for logs and metrics; the worker
+    /// records it as a failed job's `error.code` (but `canceled`, which is a
+    /// status, not a failure).
     pub fn error_type(&self) -> &'static str {
         match self {
-            ModelError::Io { .. } => "io",
-            ModelError::Config { .. } => "model_config",
+            ModelError::Io { .. } => "file_unreadable",
+            ModelError::Config { .. } => "model_config_invalid",
             ModelError::Unsupported { .. } => "model_unsupported",
             ModelError::Safetensors { .. }
             | ModelError::MissingTensor { .. }
             | ModelError::ShapeMismatch { .. }
             | ModelError::BadDtype { .. }
-            | ModelError::UnusedTensors { .. } => "model_weights",
-            ModelError::Tokenizer { .. } => "tokenizer",
+            | ModelError::UnusedTensors { .. } => "model_weights_invalid",
+            ModelError::Tokenizer { .. } => "tokenizer_invalid",
             ModelError::InvalidInput(_) | ModelError::Image { .. } => "invalid_input",
-            ModelError::Cancelled => "cancelled",
-            ModelError::ImageWrite { .. } => "output",
+            ModelError::Cancelled => "canceled",
+            ModelError::ImageWrite { .. } => "output_encoding_failed",
         }
     }
 
@@ -101,3 +115,66 @@ impl ModelError {
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_type_is_listed() {
+        let path = || PathBuf::from("x");
+        let text = || "x".to_string();
+        let errors = [
+            ModelError::io("x", std::io::Error::other("x")),
+            ModelError::config("x", "x"),
+            ModelError::Unsupported {
+                path: path(),
+                feature: text(),
+            },
+            ModelError::Safetensors {
+                path: path(),
+                message: text(),
+            },
+            ModelError::MissingTensor {
+                key: text(),
+                files: text(),
+            },
+            ModelError::ShapeMismatch {
+                key: text(),
+                path: path(),
+                expected: vec![],
+                found: vec![],
+            },
+            ModelError::BadDtype {
+                key: text(),
+                path: path(),
+                dtype: text(),
+            },
+            ModelError::UnusedTensors {
+                dir: path(),
+                count: 1,
+                examples: text(),
+            },
+            ModelError::Tokenizer {
+                path: path(),
+                message: text(),
+            },
+            ModelError::InvalidInput(text()),
+            ModelError::Image {
+                path: text(),
+                message: text(),
+            },
+            ModelError::ImageWrite {
+                path: text(),
+                message: text(),
+            },
+            ModelError::Cancelled,
+        ];
+        for e in &errors {
+            assert!(ModelError::ERROR_TYPES.contains(&e.error_type()), "{e:?}");
+        }
+        for name in ModelError::ERROR_TYPES {
+            assert!(errors.iter().any(|e| e.error_type() == *name), "{name}");
+        }
+    }
+}

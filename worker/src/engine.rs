@@ -18,7 +18,7 @@ use image::RgbImage;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use crate::config::WorkerArgs;
-use crate::error::WorkerError;
+use crate::error::{WorkerError, panic_message};
 
 /// One job for the engine: `num_outputs` edits with seeds `seed`, `seed+1`, ...
 pub struct EngineJob {
@@ -41,13 +41,18 @@ pub struct EngineOutput {
 }
 
 /// Why the engine produced no images for a job.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The pipeline refused the job (bad input, cancel, ...).
+    #[error(transparent)]
     Model(ModelError),
     /// The pipeline panicked on it (a poison input): the job fails, the
     /// engine thread goes on with the next one.
+    #[error("the engine crashed on this input ({0})")]
     Panicked(String),
+    /// The job names a model this worker did not load.
+    #[error("this worker does not serve model `{0}`")]
+    NotServed(String),
 }
 
 type Reply = oneshot::Sender<Result<EngineOutput, EngineError>>;
@@ -95,28 +100,41 @@ impl Engine {
                 for (job, reply) in inbox {
                     let result = match models.get(&job.model) {
                         Some(model) => run_guarded(model, &job),
-                        None => Err(EngineError::Model(ModelError::InvalidInput(format!(
-                            "this worker does not serve model `{}`",
-                            job.model
-                        )))),
+                        None => Err(EngineError::NotServed(job.model.clone())),
                     };
                     let _ = reply.send(result);
                 }
             })
-            .map_err(|_| WorkerError::EngineGone)?;
-        let models = loaded.recv().map_err(|_| WorkerError::EngineGone)??;
+            .map_err(WorkerError::EngineSpawn)?;
+        // The sender is dropped unsent only if loading panicked.
+        let models = loaded
+            .recv()
+            .map_err(|_| WorkerError::EngineLoadAborted)??;
         Ok(Self { jobs, models })
     }
 
+    /// What the worker registered for model `name`.
+    pub fn model(&self, name: &str) -> Result<&ModelInfo, EngineError> {
+        self.models
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| EngineError::NotServed(name.to_owned()))
+    }
+
+    /// Runs one job on the engine thread. The outer error says the engine
+    /// thread is gone; the inner one is the job's own.
     pub async fn run(
         &self,
         job: EngineJob,
     ) -> Result<Result<EngineOutput, EngineError>, WorkerError> {
+        let model = job.model.clone();
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send((job, reply))
-            .map_err(|_| WorkerError::EngineGone)?;
-        answer.await.map_err(|_| WorkerError::EngineGone)
+            .map_err(|_| WorkerError::EngineStopped)?;
+        answer
+            .await
+            .map_err(|_| WorkerError::EngineNoAnswer { model })
     }
 }
 
@@ -128,11 +146,7 @@ fn run_guarded<B: Backend>(
     match std::panic::catch_unwind(AssertUnwindSafe(|| run(model, job))) {
         Ok(result) => result.map_err(EngineError::Model),
         Err(panic) => {
-            let why = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
+            let why = panic_message(&*panic);
             tracing::error!("engine panicked: {why}");
             Err(EngineError::Panicked(why))
         }

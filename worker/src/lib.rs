@@ -3,15 +3,33 @@
 //! streaming progress, stores the outputs, records the result, and only then
 //! acknowledges the queue entry.
 //!
-//! [`engine`] owns the models on a thread of their own; [`runner`] is the
-//! async loop around it; [`inputs`] turns a stored job into an engine request.
+//! One module per concern:
+//! - [`worker`]: the assembled worker (settings, shared parts), `start`,
+//!   and the [`WorkerHandle`] that stops it;
+//! - [`delivery`]: the queue loop: read, sweep and reclaim entries, run
+//!   each delivered one in turn, settle its entry;
+//! - [`claim`]: the claim state machine in Postgres and the attempt limit;
+//! - [`execution`]: one job's run: inputs from storage, [`inputs::prepare`],
+//!   the engine call with its progress relay, PNG outputs into storage;
+//! - [`lease`]: the current-job slot, the heartbeat, cancel requests;
+//! - [`recording`]: success, failure or cancel written (retried while
+//!   Postgres is down), the retry-with-backoff policy, hand-back at shutdown;
+//! - [`failure`]: why a run failed, as a job failure code;
+//! - [`engine`]: the thread owning the models (an actor), one edit at a time;
+//! - [`inputs`]: a stored job turned into an engine request.
 
+mod claim;
 pub mod config;
+mod delivery;
 pub mod engine;
 pub mod error;
+mod execution;
+mod failure;
 pub mod inputs;
-pub mod runner;
+mod lease;
+mod recording;
+mod worker;
 
 pub use config::{ModelSpec, WorkerArgs};
 pub use error::WorkerError;
-pub use runner::{Worker, WorkerHandle};
+pub use worker::{DEFAULT_SHUTDOWN_GRACE, Worker, WorkerHandle};

@@ -6,6 +6,8 @@ use uuid::Uuid;
 
 use crate::error::{JobsError, Result};
 use byteedit_edit::Geometry;
+
+use crate::ids::{JobId, WorkerId};
 use crate::job::{EditParams, JobError, JobRecord, JobStatus, JobTimings, OutputRecord, Task};
 
 /// A validated job, ready to be recorded.
@@ -264,7 +266,7 @@ pub enum Claim {
 /// Takes a queued job, or a running one whose worker has not renewed its
 /// lease (`heartbeat_at`) for `lease_secs`: that worker is presumed dead, and
 /// from now on its writes are refused (they are guarded on `worker_id`).
-pub async fn claim(db: &PgPool, id: Uuid, worker: Uuid, lease_secs: f64) -> Result<Claim> {
+pub async fn claim(db: &PgPool, id: JobId, worker: WorkerId, lease_secs: f64) -> Result<Claim> {
     let row: Option<JobRow> = sqlx::query_as(concat!(
         "UPDATE jobs SET status = 'running', worker_id = $2, started_at = now(), \
          heartbeat_at = now(), attempts = attempts + 1, progress_step = 0, run_after = NULL \
@@ -292,7 +294,7 @@ pub async fn claim(db: &PgPool, id: Uuid, worker: Uuid, lease_secs: f64) -> Resu
     })
 }
 
-pub async fn set_progress(db: &PgPool, id: Uuid, worker: Uuid, step: u32) -> Result<()> {
+pub async fn set_progress(db: &PgPool, id: JobId, worker: WorkerId, step: u32) -> Result<()> {
     sqlx::query(
         "UPDATE jobs SET progress_step = $3, heartbeat_at = now() \
          WHERE id = $1 AND worker_id = $2 AND status = 'running'",
@@ -307,7 +309,7 @@ pub async fn set_progress(db: &PgPool, id: Uuid, worker: Uuid, step: u32) -> Res
 
 /// Marks the worker's running job alive (renews its lease); answers whether
 /// a cancel was asked, or `None` when the job is no longer this worker's.
-pub async fn heartbeat(db: &PgPool, id: Uuid, worker: Uuid) -> Result<Option<bool>> {
+pub async fn heartbeat(db: &PgPool, id: JobId, worker: WorkerId) -> Result<Option<bool>> {
     let row: Option<(bool,)> = sqlx::query_as(
         "UPDATE jobs SET heartbeat_at = now() \
          WHERE id = $1 AND worker_id = $2 AND status = 'running' RETURNING cancel_requested",
@@ -334,8 +336,8 @@ pub struct NewOutput {
 /// more (nothing is recorded then).
 pub async fn succeed(
     db: &PgPool,
-    id: Uuid,
-    worker: Uuid,
+    id: JobId,
+    worker: WorkerId,
     outputs: &[NewOutput],
     timings: &JobTimings,
     geometry: &Geometry,
@@ -371,8 +373,8 @@ pub async fn succeed(
 /// Ends the worker's running job as `failed` or `canceled`.
 pub async fn finish_unsuccessfully(
     db: &PgPool,
-    id: Uuid,
-    worker: Uuid,
+    id: JobId,
+    worker: WorkerId,
     status: JobStatus,
     error: Option<&JobError>,
     timings: Option<&JobTimings>,
@@ -397,7 +399,12 @@ pub async fn finish_unsuccessfully(
 /// failure, to run again no earlier than `delay_secs` from now. `false` if it
 /// was not this worker's running job any more, or a cancel was asked (then
 /// it is ended by the caller instead).
-pub async fn retry_later(db: &PgPool, id: Uuid, worker: Uuid, delay_secs: f64) -> Result<bool> {
+pub async fn retry_later(
+    db: &PgPool,
+    id: JobId,
+    worker: WorkerId,
+    delay_secs: f64,
+) -> Result<bool> {
     let done = sqlx::query(
         "UPDATE jobs SET status = 'queued', worker_id = NULL, progress_step = 0, \
          run_after = now() + make_interval(secs => $3) \
@@ -414,7 +421,7 @@ pub async fn retry_later(db: &PgPool, id: Uuid, worker: Uuid, delay_secs: f64) -
 /// Gives the worker's running job back to the queue at once, as if never
 /// started (a worker shutting down). The attempt is not counted: nothing of
 /// it was stored. `false` as for [`retry_later`].
-pub async fn hand_back(db: &PgPool, id: Uuid, worker: Uuid) -> Result<bool> {
+pub async fn hand_back(db: &PgPool, id: JobId, worker: WorkerId) -> Result<bool> {
     let done = sqlx::query(
         "UPDATE jobs SET status = 'queued', worker_id = NULL, progress_step = 0, \
          started_at = NULL, run_after = NULL, attempts = greatest(attempts - 1, 0) \

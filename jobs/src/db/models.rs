@@ -2,9 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::error::Result;
+use crate::ids::WorkerId;
 use crate::job::ModelInfo;
 
 /// A worker that has not been seen for this long no longer counts as serving.
@@ -14,7 +14,7 @@ pub const WORKER_TIMEOUT_SECS: i64 = 30;
 /// updated, so a new model version's defaults take effect).
 pub async fn register_worker(
     db: &PgPool,
-    id: Uuid,
+    id: WorkerId,
     name: &str,
     models: &[ModelInfo],
 ) -> Result<()> {
@@ -52,7 +52,7 @@ pub async fn register_worker(
     Ok(())
 }
 
-pub async fn worker_seen(db: &PgPool, id: Uuid) -> Result<()> {
+pub async fn worker_seen(db: &PgPool, id: WorkerId) -> Result<()> {
     sqlx::query("UPDATE workers SET last_seen_at = now() WHERE id = $1")
         .bind(id)
         .execute(db)
@@ -60,7 +60,7 @@ pub async fn worker_seen(db: &PgPool, id: Uuid) -> Result<()> {
     Ok(())
 }
 
-pub async fn worker_stopped(db: &PgPool, id: Uuid) -> Result<()> {
+pub async fn worker_stopped(db: &PgPool, id: WorkerId) -> Result<()> {
     sqlx::query("UPDATE workers SET stopped_at = now() WHERE id = $1")
         .bind(id)
         .execute(db)

@@ -5,6 +5,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use byteedit_jobs::JobsError;
+use byteedit_jobs::error::Service;
 use serde::Serialize;
 use thiserror::Error;
 use utoipa::ToSchema;
@@ -97,8 +98,8 @@ impl ApiError {
             Self::Gone(_) => "expired",
             Self::Unavailable(_) => "unavailable",
             Self::Backend(e) => match e.unavailable_service() {
-                Some("database") => "database_unavailable",
-                Some(_) => "queue_unavailable",
+                Some(Service::Database) => "database_unavailable",
+                Some(Service::Queue) => "queue_unavailable",
                 None => "internal",
             },
             Self::Internal(_) => "internal",

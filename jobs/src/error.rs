@@ -21,6 +21,30 @@ pub enum JobsError {
     Corrupt(String),
 }
 
+/// A backing service, as outages name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Postgres.
+    Database,
+    /// Redis (queue, events, rate limits).
+    Queue,
+}
+
+impl Service {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Database => "database",
+            Self::Queue => "queue",
+        }
+    }
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl JobsError {
     /// A stable snake_case name, used in logs and as a metric label.
     pub fn error_type(&self) -> &'static str {
@@ -45,12 +69,12 @@ impl JobsError {
         matches!(self, Self::Storage(object_store::Error::NotFound { .. }))
     }
 
-    /// `Some("database")` or `Some("queue")` when that service is down,
-    /// unreachable, or starting or shutting down.
-    pub fn unavailable_service(&self) -> Option<&'static str> {
+    /// The service that is down, unreachable, or starting or shutting down,
+    /// if that is what this error is.
+    pub fn unavailable_service(&self) -> Option<Service> {
         match self {
-            Self::Database(e) if database_unavailable(e) => Some("database"),
-            Self::Redis(e) if redis_unavailable(e) => Some("queue"),
+            Self::Database(e) if database_unavailable(e) => Some(Service::Database),
+            Self::Redis(e) if redis_unavailable(e) => Some(Service::Queue),
             _ => None,
         }
     }
@@ -100,12 +124,12 @@ mod tests {
         ] {
             assert_eq!(
                 JobsError::Database(e).unavailable_service(),
-                Some("database")
+                Some(Service::Database)
             );
         }
         assert_eq!(
             JobsError::Redis(redis::RedisError::from(refused())).unavailable_service(),
-            Some("queue")
+            Some(Service::Queue)
         );
         for e in [
             JobsError::Database(sqlx::Error::RowNotFound),

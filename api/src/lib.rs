@@ -2,8 +2,9 @@
 //! them on Redis, streams their progress, and serves their outputs.
 //!
 //! Handlers live in [`routes`], one file per resource; [`validation`] turns a
-//! raw multipart form into a checked job; [`error::ApiError`] is the only way
-//! an error reaches a client.
+//! raw multipart form into a checked job; [`views`] holds what they (and the
+//! webhooks) answer; [`error::ApiError`] is the only way an error reaches a
+//! client.
 
 pub mod auth;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod retention;
 pub mod routes;
 pub mod state;
 pub mod validation;
+pub mod views;
 pub mod webhooks;
 
 use std::future::{Future, IntoFuture};

@@ -17,8 +17,8 @@ use serde::Serialize;
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::routes::jobs::JobOut;
 use crate::state::AppState;
+use crate::views::JobOut;
 
 /// How often the outbox is polled when it was empty.
 const POLL: Duration = Duration::from_millis(500);
@@ -136,9 +136,7 @@ async fn deliver(
     };
     let mut out = JobOut::new(job, &outputs, None);
     if let Some(base) = &config.public_url {
-        for o in &mut out.outputs {
-            o.url = format!("{}{}", base.trim_end_matches('/'), o.url);
-        }
+        out = out.with_base_url(base);
     }
     let event = WebhookEvent {
         id: delivery.id,

@@ -4,9 +4,11 @@
 //! Handlers live in [`routes`], one file per resource; [`validation`] turns a
 //! raw multipart form into a checked job; [`views`] holds what they (and the
 //! webhooks) answer; [`error::ApiError`] is the only way an error reaches a
-//! client.
+//! client. The process is assembled here: the state is built (starting
+//! nothing), and [`serve`] runs the router with the [`Background`] loops.
 
 pub mod auth;
+pub mod background;
 pub mod config;
 pub mod dispatch;
 pub mod error;
@@ -27,11 +29,12 @@ use axum::Router;
 use byteedit_jobs::Backends;
 use tokio::net::TcpListener;
 
+pub use background::Background;
 pub use config::ApiArgs;
 pub use error::ApiError;
 pub use state::AppState;
 
-/// Builds the state (and starts the event fan-out) for a connected service.
+/// Builds the state for a connected service from its flags (starts nothing).
 pub fn app_state(args: &ApiArgs, backends: Backends) -> AppState {
     AppState::new(args.clone(), backends)
 }
@@ -41,8 +44,8 @@ pub fn router(state: AppState) -> Router {
     routes::router(state)
 }
 
-/// Serves until `shutdown` resolves, then finishes the requests in flight
-/// (for up to 30 s).
+/// Serves, with the [`Background`] loops, until `shutdown` resolves, then
+/// finishes the requests in flight (for up to 30 s).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -53,7 +56,8 @@ pub async fn serve(
 
 /// Serves until `shutdown` resolves, then stops accepting connections and
 /// lets the requests in flight finish, for up to `grace`: long-lived ones
-/// (event streams) are cut then.
+/// (event streams) are cut then. The [`Background`] loops run for as long as
+/// it serves (the event streams being drained still need the relay).
 pub async fn serve_draining(
     listener: TcpListener,
     state: AppState,
@@ -61,6 +65,18 @@ pub async fn serve_draining(
     grace: Duration,
 ) -> std::io::Result<()> {
     tracing::info!("API listening on http://{}", listener.local_addr()?);
+    let background = Background::start(&state);
+    let served = serve_router(listener, state, shutdown, grace).await;
+    background.stop().await;
+    served
+}
+
+async fn serve_router(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
     let (signaled, on_signal) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {

@@ -27,7 +27,7 @@ pub struct Swept {
     pub deleted_files: usize,
 }
 
-/// Sweeps every `--retention-sweep-secs` until the process ends.
+/// Sweeps every `--retention-sweep-secs` until stopped.
 pub async fn run(state: AppState) {
     let every = Duration::from_secs_f64(state.config.retention_sweep_secs.max(0.1));
     let mut ticks = tokio::time::interval(every);

@@ -69,7 +69,7 @@ pub fn backoff(base_secs: f64, attempts: i32, max_attempts: u32) -> Option<f64> 
     Some((base_secs.max(0.0) * 2f64.powi(doublings)).min(MAX_BACKOFF_SECS))
 }
 
-/// Delivers due webhooks until the process ends.
+/// Delivers due webhooks until stopped.
 pub async fn run(state: AppState) {
     let timeout = Duration::from_secs_f64(state.config.webhook_timeout_secs.max(0.1));
     let client = match reqwest::Client::builder()

@@ -2,10 +2,11 @@
 //! them on Redis, streams their progress, and serves their outputs.
 //!
 //! Handlers live in [`routes`], one file per resource; [`validation`] turns a
-//! raw multipart form into a checked job; [`views`] holds what they (and the
-//! webhooks) answer; [`error::ApiError`] is the only way an error reaches a
-//! client. The process is assembled here: the state is built (starting
-//! nothing), and [`serve`] runs the router with the [`Background`] loops.
+//! raw multipart form into a checked job; [`views`] holds what they answer;
+//! [`error::ApiError`] is the only way an error reaches a client. The
+//! process is assembled here: flags ([`ApiArgs`]) become [`Settings`] once,
+//! the state is built from them, and [`serve`] runs the router with the
+//! [`Background`] loops.
 
 pub mod auth;
 pub mod background;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod retention;
 pub mod routes;
+pub mod settings;
 pub mod state;
 pub mod validation;
 pub mod views;
@@ -32,11 +34,12 @@ use tokio::net::TcpListener;
 pub use background::Background;
 pub use config::ApiArgs;
 pub use error::ApiError;
+pub use settings::Settings;
 pub use state::AppState;
 
 /// Builds the state for a connected service from its flags (starts nothing).
 pub fn app_state(args: &ApiArgs, backends: Backends) -> AppState {
-    AppState::new(args.clone(), backends)
+    AppState::new(args.settings(), backends)
 }
 
 /// The whole HTTP surface.

@@ -9,10 +9,15 @@ use tokio::sync::broadcast;
 
 use crate::config::ApiArgs;
 use crate::metrics::Metrics;
+use crate::settings::Settings;
 
 #[derive(Clone)]
 pub struct AppState {
     pub backends: Backends,
+    pub settings: Arc<Settings>,
+    /// The upload flags as `validation.rs` still reads them, rebuilt from
+    /// `settings` (transitional: it goes once validation takes
+    /// [`crate::settings::UploadLimits`] and the default model).
     pub config: Arc<ApiArgs>,
     pub metrics: Arc<Metrics>,
     /// Job events from every worker, fanned out to SSE clients.
@@ -31,10 +36,18 @@ impl AppState {
     /// Only builds the state: the loops that feed it (event relay, retention
     /// sweep, webhooks) are started by whoever runs the API, see
     /// [`crate::background::Background`].
-    pub fn new(config: ApiArgs, backends: Backends) -> Self {
+    pub fn new(settings: Settings, backends: Backends) -> Self {
         let (events, _) = broadcast::channel(1024);
+        let config = ApiArgs {
+            max_upload_mb: settings.uploads.max_upload_mb,
+            max_image_side: settings.uploads.max_image_side,
+            max_megapixels: settings.uploads.max_megapixels,
+            default_model: settings.default_model.clone(),
+            ..ApiArgs::default()
+        };
         Self {
             backends,
+            settings: Arc::new(settings),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
             events,

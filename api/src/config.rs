@@ -1,9 +1,15 @@
-//! API settings (flags and environment).
+//! The API's flags and environment variables: the clap surface only. The
+//! process turns them into [`Settings`] once ([`ApiArgs::settings`]); the
+//! rest of the crate reads those.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
+
+use crate::settings::{
+    RateLimits, RetentionSettings, Settings, UploadLimits, WebhookSettings, duration_at_least,
+};
 
 #[derive(Args, Debug, Clone)]
 pub struct ApiArgs {
@@ -103,6 +109,38 @@ fn parse_duration(raw: &str) -> Result<Option<Duration>, String> {
     Ok((value > 0.0).then(|| Duration::from_secs_f64(value * scale)))
 }
 
+impl ApiArgs {
+    /// The settings each part of the API reads, from these flags.
+    pub fn settings(&self) -> Settings {
+        // Periods are at least 0.1 s: a zero one would spin.
+        let tenth = Duration::from_millis(100);
+        Settings {
+            uploads: UploadLimits {
+                max_image_side: self.max_image_side,
+                max_megapixels: self.max_megapixels,
+                max_upload_mb: self.max_upload_mb,
+            },
+            default_model: self.default_model.clone(),
+            rate: RateLimits {
+                per_minute: self.rate_limit,
+                burst: self.rate_burst,
+                max_queued: self.max_queued,
+            },
+            retention: RetentionSettings {
+                keep: self.retention.0,
+                sweep_every: duration_at_least(self.retention_sweep_secs, tenth),
+            },
+            webhooks: WebhookSettings {
+                secret: self.webhook_secret.clone(),
+                max_attempts: self.webhook_max_attempts,
+                backoff: duration_at_least(self.webhook_backoff_secs, Duration::ZERO),
+                timeout: duration_at_least(self.webhook_timeout_secs, tenth),
+                public_url: self.public_url.clone(),
+            },
+        }
+    }
+}
+
 impl Default for ApiArgs {
     fn default() -> Self {
         Self {
@@ -158,5 +196,26 @@ mod tests {
         assert_eq!(cli.api.retention, Retention(None));
         assert_eq!(cli.api.webhook_secret.as_deref(), Some("s"));
         assert!(Cli::try_parse_from(["byteedit", "--retention", "soon"]).is_err());
+    }
+
+    #[test]
+    fn settings_carry_the_flags() {
+        let args = ApiArgs {
+            max_upload_mb: 3,
+            webhook_secret: Some("s".into()),
+            retention_sweep_secs: 0.0,
+            ..ApiArgs::default()
+        };
+        let settings = args.settings();
+        assert_eq!(settings.uploads.max_upload_bytes(), 3 * 1024 * 1024);
+        assert_eq!(settings.uploads.max_image_side, 4096);
+        assert_eq!(settings.rate.per_minute, 600);
+        assert_eq!(settings.webhooks.secret.as_deref(), Some("s"));
+        assert_eq!(settings.webhooks.backoff, Duration::from_secs(10));
+        assert_eq!(
+            settings.retention.keep,
+            Some(Duration::from_secs(7 * 86400))
+        );
+        assert_eq!(settings.retention.sweep_every, Duration::from_millis(100));
     }
 }

@@ -5,12 +5,13 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use byteedit_jobs::JobsError;
+use byteedit_jobs::error::Service;
 use serde::Serialize;
 use thiserror::Error;
 use utoipa::ToSchema;
 
-/// What a 503 asks clients to wait: about how long a Postgres or Redis
-/// restart takes.
+/// What a 503 asks clients to wait: about how long a Postgres, Redis or
+/// storage restart takes.
 pub const RETRY_AFTER_SECS: u64 = 5;
 
 #[derive(Debug, Error)]
@@ -53,7 +54,8 @@ pub enum ApiError {
     /// A backing service is down (503 with `Retry-After`).
     #[error("{0}")]
     Unavailable(String),
-    /// Postgres, Redis or storage failed; logged, never shown to clients.
+    /// Postgres, Redis or storage failed: a 503 naming the service when it
+    /// is an outage, else a 500 (logged, never shown to clients).
     #[error(transparent)]
     Backend(#[from] JobsError),
     /// A bug on our side (a request task panicked); logged, never shown.
@@ -101,8 +103,9 @@ impl ApiError {
             Self::Gone(_) => "expired",
             Self::Unavailable(_) => "unavailable",
             Self::Backend(e) => match e.unavailable_service() {
-                Some("database") => "database_unavailable",
-                Some(_) => "queue_unavailable",
+                Some(Service::Database) => "database_unavailable",
+                Some(Service::Queue) => "queue_unavailable",
+                Some(Service::Storage) => "storage_unavailable",
                 None => "internal",
             },
             Self::Internal(_) => "internal",

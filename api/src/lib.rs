@@ -2,10 +2,14 @@
 //! them on Redis, streams their progress, and serves their outputs.
 //!
 //! Handlers live in [`routes`], one file per resource; [`validation`] turns a
-//! raw multipart form into a checked job; [`error::ApiError`] is the only way
-//! an error reaches a client.
+//! raw multipart form into a checked job; [`views`] holds what they answer;
+//! [`error::ApiError`] is the only way an error reaches a client. The
+//! process is assembled here: flags ([`ApiArgs`]) become [`Settings`] once,
+//! the state is built from them, and [`serve`] runs the router with the
+//! [`Background`] loops.
 
 pub mod auth;
+pub mod background;
 pub mod config;
 pub mod dispatch;
 pub mod error;
@@ -14,8 +18,10 @@ pub mod metrics;
 pub mod openapi;
 pub mod retention;
 pub mod routes;
+pub mod settings;
 pub mod state;
 pub mod validation;
+pub mod views;
 pub mod webhooks;
 
 use std::future::{Future, IntoFuture};
@@ -25,13 +31,15 @@ use axum::Router;
 use byteedit_jobs::Backends;
 use tokio::net::TcpListener;
 
+pub use background::Background;
 pub use config::ApiArgs;
 pub use error::ApiError;
+pub use settings::Settings;
 pub use state::AppState;
 
-/// Builds the state (and starts the event fan-out) for a connected service.
+/// Builds the state for a connected service from its flags (starts nothing).
 pub fn app_state(args: &ApiArgs, backends: Backends) -> AppState {
-    AppState::new(args.clone(), backends)
+    AppState::new(args.settings(), backends)
 }
 
 /// The whole HTTP surface.
@@ -39,8 +47,8 @@ pub fn router(state: AppState) -> Router {
     routes::router(state)
 }
 
-/// Serves until `shutdown` resolves, then finishes the requests in flight
-/// (for up to 30 s).
+/// Serves, with the [`Background`] loops, until `shutdown` resolves, then
+/// finishes the requests in flight (for up to 30 s).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -51,7 +59,8 @@ pub async fn serve(
 
 /// Serves until `shutdown` resolves, then stops accepting connections and
 /// lets the requests in flight finish, for up to `grace`: long-lived ones
-/// (event streams) are cut then.
+/// (event streams) are cut then. The [`Background`] loops run for as long as
+/// it serves (the event streams being drained still need the relay).
 pub async fn serve_draining(
     listener: TcpListener,
     state: AppState,
@@ -59,6 +68,18 @@ pub async fn serve_draining(
     grace: Duration,
 ) -> std::io::Result<()> {
     tracing::info!("API listening on http://{}", listener.local_addr()?);
+    let background = Background::start(&state);
+    let served = serve_router(listener, state, shutdown, grace).await;
+    background.stop().await;
+    served
+}
+
+async fn serve_router(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
     let (signaled, on_signal) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {

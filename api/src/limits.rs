@@ -10,9 +10,10 @@ use crate::state::AppState;
 
 /// Spends one request of `key`'s allowance, or refuses with the wait.
 pub async fn check_rate(state: &AppState, key: &ApiKey) -> Result<(), ApiError> {
-    let per_minute = key.rate_limit.unwrap_or(state.config.rate_limit).max(1);
+    let limits = &state.settings.rate;
+    let per_minute = key.rate_limit.unwrap_or(limits.per_minute).max(1);
     // A key with a low limit of its own gets a burst no larger than it.
-    let burst = state.config.rate_burst.clamp(1, per_minute);
+    let burst = limits.burst.clamp(1, per_minute);
     let backends = &state.backends;
     let id = key.id.to_string();
     match byteedit_jobs::rate_limit::spend(&backends.conn, &backends.prefix, &id, per_minute, burst)
@@ -42,7 +43,7 @@ const PACE_MINUTES: i32 = 5;
 /// `Retry-After` is the time the workers need, at their recent pace, to
 /// bring the queue back under the limit.
 pub async fn admit(state: &AppState, model: &str) -> Result<(), ApiError> {
-    let limit = state.config.max_queued;
+    let limit = state.settings.rate.max_queued;
     let (queued, finished) = db::jobs::backlog(&state.backends.db, model, PACE_MINUTES).await?;
     if queued < limit {
         return Ok(());

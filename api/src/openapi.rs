@@ -66,6 +66,16 @@ pub struct ApiDoc;
 /// Routes anyone may call, without a key.
 const OPEN_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
+/// Routes that read or write the object store, so whose 503 may also be
+/// `storage_unavailable`.
+const STORAGE_PATHS: [&str; 5] = [
+    "/v1/edits",
+    "/v1/comparisons",
+    "/v1/jobs/{id}/outputs/{index}",
+    "/v1/jobs/{id}/input",
+    "/v1/jobs/{id}/mask",
+];
+
 /// An `ErrorResponse` answer described by `description`.
 fn error_response(description: &str) -> ResponseBuilder {
     ResponseBuilder::new().description(description).content(
@@ -87,11 +97,12 @@ fn add_errors(operation: &mut utoipa::openapi::path::Operation, errors: &[(&str,
     }
 }
 
-/// Calls `f` on every operation of every path but those in `skip`.
+/// Calls `f` with the path and every operation of every path but those in
+/// `skip`.
 fn each_operation(
     openapi: &mut utoipa::openapi::OpenApi,
     skip: &[&str],
-    mut f: impl FnMut(&mut utoipa::openapi::path::Operation),
+    mut f: impl FnMut(&str, &mut utoipa::openapi::path::Operation),
 ) {
     for (path, item) in openapi.paths.paths.iter_mut() {
         if skip.contains(&path.as_str()) {
@@ -104,7 +115,9 @@ fn each_operation(
             &mut item.delete,
             &mut item.patch,
         ];
-        operations.into_iter().flatten().for_each(&mut f);
+        for operation in operations.into_iter().flatten() {
+            f(path, operation);
+        }
     }
 }
 
@@ -126,7 +139,7 @@ impl Modify for ApiKeys {
                 ),
             );
         }
-        each_operation(openapi, &OPEN_PATHS, |operation| {
+        each_operation(openapi, &OPEN_PATHS, |_, operation| {
             operation.security = Some(vec![SecurityRequirement::new(
                 "api_key",
                 Vec::<String>::new(),
@@ -147,30 +160,51 @@ impl Modify for ApiKeys {
 }
 
 /// Every route that reads Postgres or Redis answers 503 with `Retry-After`
-/// while one of them is down (`database_unavailable`, `queue_unavailable`):
-/// documented once here rather than on each handler.
+/// while one of them is down (`database_unavailable`, `queue_unavailable`),
+/// and those in [`STORAGE_PATHS`] also while the object store is
+/// (`storage_unavailable`): documented once here rather than on each
+/// handler. A handler that describes its own 503 keeps its words; it gets
+/// the header and the error body from here.
 struct Unavailable;
 
 impl Modify for Unavailable {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{HeaderBuilder, schema::Type};
-        let response = error_response(
+        use utoipa::openapi::{HeaderBuilder, RefOr, schema::Type};
+        let retry_after = HeaderBuilder::new()
+            .schema(utoipa::openapi::ObjectBuilder::new().schema_type(Type::Integer))
+            .description(Some("Seconds to wait before retrying"))
+            .build();
+        let shared = |description: &str| {
+            error_response(description)
+                .header("Retry-After", retry_after.clone())
+                .build()
+        };
+        let without_storage = shared(
             "Postgres or Redis is unavailable (`database_unavailable`, `queue_unavailable`); \
              retry after `Retry-After` seconds",
-        )
-        .header(
-            "Retry-After",
-            HeaderBuilder::new()
-                .schema(utoipa::openapi::ObjectBuilder::new().schema_type(Type::Integer))
-                .description(Some("Seconds to wait before retrying"))
-                .build(),
-        )
-        .build();
-        each_operation(openapi, &["/healthz", "/metrics"], |operation| {
-            operation
-                .responses
-                .responses
-                .insert("503".into(), response.clone().into());
+        );
+        let with_storage = shared(
+            "Postgres, Redis or storage is unavailable (`database_unavailable`, \
+             `queue_unavailable`, `storage_unavailable`); retry after `Retry-After` seconds",
+        );
+        each_operation(openapi, &["/healthz", "/metrics"], |path, operation| {
+            let response = if STORAGE_PATHS.contains(&path) {
+                &with_storage
+            } else {
+                &without_storage
+            };
+            let entry = operation.responses.responses.entry("503".into());
+            match entry.or_insert_with(|| response.clone().into()) {
+                RefOr::T(own) => {
+                    own.headers
+                        .entry("Retry-After".into())
+                        .or_insert_with(|| retry_after.clone());
+                    if own.content.is_empty() {
+                        own.content = response.content.clone();
+                    }
+                }
+                RefOr::Ref(_) => {}
+            }
         });
     }
 }
@@ -182,7 +216,7 @@ struct BodyErrors;
 
 impl Modify for BodyErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        each_operation(openapi, &[], |operation| {
+        each_operation(openapi, &[], |_, operation| {
             if operation.request_body.is_none() {
                 return;
             }
@@ -207,5 +241,36 @@ impl ApiDoc {
         let mut text = Self::spec().to_pretty_json().unwrap_or_default();
         text.push('\n');
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer_503(spec: &utoipa::openapi::OpenApi, path: &str) -> utoipa::openapi::Response {
+        let item = &spec.paths.paths[path];
+        let operation = item.post.as_ref().or(item.get.as_ref()).unwrap();
+        match &operation.responses.responses["503"] {
+            utoipa::openapi::RefOr::T(response) => response.clone(),
+            utoipa::openapi::RefOr::Ref(_) => panic!("{path}: a reference"),
+        }
+    }
+
+    /// A renamed route must not drop out of the storage list unnoticed.
+    #[test]
+    fn storage_routes_say_storage_and_the_others_do_not() {
+        let spec = ApiDoc::spec();
+        for path in STORAGE_PATHS {
+            let response = answer_503(&spec, path);
+            assert!(response.description.contains("storage"), "{path}");
+            assert!(response.headers.contains_key("Retry-After"), "{path}");
+            assert!(response.content.contains_key("application/json"), "{path}");
+        }
+        for path in ["/v1/jobs", "/v1/jobs/{id}", "/v1/keys", "/readyz"] {
+            let response = answer_503(&spec, path);
+            assert!(!response.description.contains("storage"), "{path}");
+            assert!(response.headers.contains_key("Retry-After"), "{path}");
+        }
     }
 }

@@ -27,14 +27,14 @@ pub struct Swept {
     pub deleted_files: usize,
 }
 
-/// Sweeps every `--retention-sweep-secs` until the process ends.
+/// Sweeps every `--retention-sweep-secs` until stopped.
 pub async fn run(state: AppState) {
-    let every = Duration::from_secs_f64(state.config.retention_sweep_secs.max(0.1));
-    let mut ticks = tokio::time::interval(every);
+    let settings = state.settings.retention;
+    let mut ticks = tokio::time::interval(settings.sweep_every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        match sweep(&state.backends, state.config.retention.0).await {
+        match sweep(&state.backends, settings.keep).await {
             Ok(s) if s != Swept::default() => tracing::info!(
                 expired = s.expired,
                 purged = s.purged_jobs,

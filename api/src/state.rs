@@ -7,13 +7,13 @@ use byteedit_jobs::db::{self, ModelStatus};
 use byteedit_jobs::{Backends, EventMessage};
 use tokio::sync::broadcast;
 
-use crate::config::ApiArgs;
 use crate::metrics::Metrics;
+use crate::settings::Settings;
 
 #[derive(Clone)]
 pub struct AppState {
     pub backends: Backends,
-    pub config: Arc<ApiArgs>,
+    pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     /// Job events from every worker, fanned out to SSE clients.
     pub events: broadcast::Sender<Arc<EventMessage>>,
@@ -28,21 +28,18 @@ type ModelsCache = Arc<RwLock<Option<(Instant, Arc<Vec<ModelStatus>>)>>>;
 const MODELS_TTL: Duration = Duration::from_secs(1);
 
 impl AppState {
-    /// Also starts the tasks that relay job events from Redis, sweep
-    /// expired jobs and deliver webhooks.
-    pub fn new(config: ApiArgs, backends: Backends) -> Self {
+    /// Only builds the state: the loops that feed it (event relay, retention
+    /// sweep, webhooks) are started by whoever runs the API, see
+    /// [`crate::background::Background`].
+    pub fn new(settings: Settings, backends: Backends) -> Self {
         let (events, _) = broadcast::channel(1024);
-        let state = Self {
+        Self {
             backends,
-            config: Arc::new(config),
+            settings: Arc::new(settings),
             metrics: Arc::new(Metrics::new()),
             events,
             models: Arc::default(),
-        };
-        tokio::spawn(crate::dispatch::relay_events(state.clone()));
-        tokio::spawn(crate::retention::run(state.clone()));
-        tokio::spawn(crate::webhooks::run(state.clone()));
-        state
+        }
     }
 
     /// The served models, from a cache of at most [`MODELS_TTL`]; `refresh`

@@ -11,7 +11,7 @@ use byteedit_edit::{CanvasLimits, Context, EditForm, Naming, Uploads, ValidEdit}
 use byteedit_jobs::db::ModelStatus;
 use bytes::Bytes;
 
-use crate::config::ApiArgs;
+use crate::settings::UploadLimits;
 use crate::error::ApiError;
 
 /// The form as sent: the edit's fields, and the fields a route adds of its
@@ -120,12 +120,13 @@ impl RawEditForm {
     }
 
     /// The model the request names, or the configured/only one.
-    pub fn model_name(&self, config: &ApiArgs, served: &[ModelStatus]) -> Result<String, ApiError> {
-        if let Some(name) = self.value("model") {
+    pub fn model_name(
+        &self,
+        default_model: Option<&str>,
+        served: &[ModelStatus],
+    ) -> Result<String, ApiError> {
+        if let Some(name) = self.value("model").or(default_model) {
             return Ok(name.to_owned());
-        }
-        if let Some(name) = &config.default_model {
-            return Ok(name.clone());
         }
         let live: Vec<&ModelStatus> = served.iter().filter(|m| m.workers > 0).collect();
         match (live.as_slice(), served) {
@@ -165,10 +166,10 @@ fn text(name: &str, bytes: Bytes) -> Result<String, ApiError> {
 }
 
 /// The deployment's canvas limits.
-pub fn canvas_limits(config: &ApiArgs) -> CanvasLimits {
+pub fn canvas_limits(uploads: &UploadLimits) -> CanvasLimits {
     CanvasLimits {
-        max_side: config.max_image_side,
-        max_megapixels: config.max_megapixels,
+        max_side: uploads.max_image_side,
+        max_megapixels: uploads.max_megapixels,
     }
 }
 

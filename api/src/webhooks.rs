@@ -11,14 +11,15 @@
 use std::time::Duration;
 
 use byteedit_jobs::db::{self, webhooks};
-use byteedit_jobs::{JobStatus, JobsError};
+use byteedit_jobs::{Backends, JobStatus, JobsError};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::routes::jobs::JobOut;
+use crate::settings::WebhookSettings;
 use crate::state::AppState;
+use crate::views::JobOut;
 
 /// How often the outbox is polled when it was empty.
 const POLL: Duration = Duration::from_millis(500);
@@ -69,11 +70,11 @@ pub fn backoff(base_secs: f64, attempts: i32, max_attempts: u32) -> Option<f64> 
     Some((base_secs.max(0.0) * 2f64.powi(doublings)).min(MAX_BACKOFF_SECS))
 }
 
-/// Delivers due webhooks until the process ends.
+/// Delivers due webhooks until stopped.
 pub async fn run(state: AppState) {
-    let timeout = Duration::from_secs_f64(state.config.webhook_timeout_secs.max(0.1));
+    let settings = &state.settings.webhooks;
     let client = match reqwest::Client::builder()
-        .timeout(timeout)
+        .timeout(settings.timeout)
         // A redirect is an answer the receiver must fix, not one to follow.
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("ByteEdit-Webhooks/", env!("CARGO_PKG_VERSION")))
@@ -87,11 +88,11 @@ pub async fn run(state: AppState) {
             return;
         }
     };
-    if state.config.webhook_secret.is_none() {
+    if settings.secret.is_none() {
         tracing::warn!("no --webhook-secret: webhook deliveries are not signed");
     }
     loop {
-        match deliver_due(&state, &client, timeout).await {
+        match deliver_due(&state, &client).await {
             Ok(n) if n as i64 == BATCH => continue,
             Ok(_) => {}
             Err(e) => tracing::warn!("webhook dispatch failed (retried shortly): {e}"),
@@ -101,17 +102,16 @@ pub async fn run(state: AppState) {
 }
 
 /// Claims and delivers one batch; answers how many were claimed.
-pub async fn deliver_due(
-    state: &AppState,
-    client: &reqwest::Client,
-    timeout: Duration,
-) -> Result<usize, JobsError> {
+pub async fn deliver_due(state: &AppState, client: &reqwest::Client) -> Result<usize, JobsError> {
+    let settings = &state.settings.webhooks;
     // The lease outlasts one attempt, so a live dispatcher never sees its
     // own rows due again.
-    let lease = timeout.as_secs_f64() + 30.0;
+    let lease = settings.timeout.as_secs_f64() + 30.0;
     let due = webhooks::claim_due(&state.backends.db, lease, BATCH).await?;
     let n = due.len();
-    let sends = due.into_iter().map(|d| deliver(state, client, d));
+    let sends = due
+        .into_iter()
+        .map(|d| deliver(&state.backends, settings, client, d));
     for result in futures_util::future::join_all(sends).await {
         result?;
     }
@@ -119,12 +119,12 @@ pub async fn deliver_due(
 }
 
 async fn deliver(
-    state: &AppState,
+    backends: &Backends,
+    settings: &WebhookSettings,
     client: &reqwest::Client,
     delivery: webhooks::Delivery,
 ) -> Result<(), JobsError> {
-    let db = &state.backends.db;
-    let config = &state.config;
+    let db = &backends.db;
     let Some(job) = db::jobs::get(db, delivery.job_id).await? else {
         // Jobs are never deleted, but a hand-edited database could.
         return webhooks::failed(db, delivery.id, None, "the job no longer exists", None).await;
@@ -135,10 +135,8 @@ async fn deliver(
         Vec::new()
     };
     let mut out = JobOut::new(job, &outputs, None);
-    if let Some(base) = &config.public_url {
-        for o in &mut out.outputs {
-            o.url = format!("{}{}", base.trim_end_matches('/'), o.url);
-        }
+    if let Some(base) = &settings.public_url {
+        out = out.with_base_url(base);
     }
     let event = WebhookEvent {
         id: delivery.id,
@@ -153,7 +151,7 @@ async fn deliver(
         .header("ByteEdit-Delivery", delivery.id.to_string())
         .header("ByteEdit-Event", &event.kind)
         .header("ByteEdit-Timestamp", timestamp.to_string());
-    if let Some(secret) = &config.webhook_secret {
+    if let Some(secret) = &settings.secret {
         request = request.header(
             "ByteEdit-Signature",
             signature(secret.as_bytes(), timestamp, &body),
@@ -172,9 +170,9 @@ async fn deliver(
         Err(e) => (None, format!("cannot reach the receiver: {e}")),
     };
     let retry_in = backoff(
-        config.webhook_backoff_secs,
+        settings.backoff.as_secs_f64(),
         delivery.attempts,
-        config.webhook_max_attempts,
+        settings.max_attempts,
     );
     match retry_in {
         Some(secs) => {

@@ -193,13 +193,13 @@ fn submit(
         )
         .body(axum::body::Body::from(body(parts, truncate)))
         .map_err(|e| e.to_string())?;
-    let config = ApiArgs::default();
-    let limits = canvas_limits(&config);
+    let config = ApiArgs::default().settings();
+    let limits = canvas_limits(&config.uploads);
     let read = runtime.block_on(async {
         let multipart = Multipart::from_request(request, &())
             .await
             .map_err(|e| format!("multipart extractor: {}", e.body_text()))?;
-        Ok::<_, String>(RawEditForm::read(multipart, config.max_upload_mb, &[]).await)
+        Ok::<_, String>(RawEditForm::read(multipart, config.uploads.max_upload_mb, &[]).await)
     })?;
     Ok(read.and_then(|form| validate(&form, limits, &model())))
 }

@@ -1,7 +1,8 @@
 //! Chaos with real processes: a private `redis-server` is killed and
 //! restarted empty, a private Postgres cluster is stopped and started, while
 //! a real `byteedit worker` process runs jobs and clients keep calling the
-//! API. Afterwards every accepted job has ended exactly once.
+//! API. Afterwards every accepted job has ended exactly once. The storage
+//! folder is taken away too.
 
 mod support;
 
@@ -159,5 +160,68 @@ async fn a_postgres_outage_gets_503s_and_loses_no_job() {
     assert!(worker.try_wait().unwrap().is_none(), "the worker survived");
     worker.kill().unwrap();
     worker.wait().unwrap();
+    service.finish().await;
+}
+
+/// A request to `path` (GET, or the fixture edit as a POST) during a storage
+/// outage: a quick 503 `storage_unavailable` with `Retry-After`.
+async fn assert_storage_unavailable(request: reqwest::RequestBuilder, what: &str) {
+    let started = Instant::now();
+    let response = request
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503, "{what}");
+    assert!(response.headers().contains_key("retry-after"), "{what}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(support::error_code(&body), "storage_unavailable", "{what}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{what}");
+}
+
+/// The storage folder removed, then replaced by a file (which even root
+/// cannot write into): uploads and downloads get 503s, not 500s (nor a 410
+/// as if the job had expired), nothing is recorded for the refused edit, and
+/// once the folder is back the same request goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_outage_gets_503s_and_records_nothing() {
+    let mut service = Service::start(0).await;
+    service.register_model_only().await;
+    let (status, before) = service.submit(&JOB, true).await;
+    assert_eq!(status, 202, "{before}");
+    let before = before["id"].as_str().unwrap().to_owned();
+    let input = service.url(&format!("/v1/jobs/{before}/input"));
+    let edit = || {
+        service
+            .http
+            .post(service.url("/v1/edits"))
+            .header("Idempotency-Key", "during-the-outage")
+            .multipart(support::fixture_form(&JOB, true))
+    };
+
+    let folder = service.storage_dir();
+    std::fs::remove_dir_all(&folder).unwrap();
+    assert_storage_unavailable(service.http.get(&input), "input, folder gone").await;
+    std::fs::write(&folder, b"not a folder").unwrap();
+    assert_storage_unavailable(service.http.get(&input), "input, a file instead").await;
+    assert_storage_unavailable(edit(), "edit").await;
+    // Postgres is fine: the job itself still answers.
+    let (status, _) = service.get(&format!("/v1/jobs/{before}")).await;
+    assert_eq!(status, 200);
+    let jobs: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM jobs")
+        .fetch_all(&service.backends.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs,
+        [(before.parse().unwrap(),)],
+        "no job for the refused edit"
+    );
+
+    std::fs::remove_file(&folder).unwrap();
+    std::fs::create_dir(&folder).unwrap();
+    let response = edit().send().await.unwrap();
+    assert_eq!(response.status(), 202, "the key was freed by the refusal");
+    assert!(!response.headers().contains_key("idempotent-replayed"));
     service.finish().await;
 }

@@ -21,6 +21,33 @@ pub enum JobsError {
     Corrupt(String),
 }
 
+/// A backing service, as outages name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Postgres.
+    Database,
+    /// Redis (queue, events, rate limits).
+    Queue,
+    /// The object store holding the images.
+    Storage,
+}
+
+impl Service {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Database => "database",
+            Self::Queue => "queue",
+            Self::Storage => "storage",
+        }
+    }
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl JobsError {
     /// A stable snake_case name, used in logs and as a metric label.
     pub fn error_type(&self) -> &'static str {
@@ -45,12 +72,13 @@ impl JobsError {
         matches!(self, Self::Storage(object_store::Error::NotFound { .. }))
     }
 
-    /// `Some("database")` or `Some("queue")` when that service is down,
-    /// unreachable, or starting or shutting down.
-    pub fn unavailable_service(&self) -> Option<&'static str> {
+    /// The service that is down, unreachable, or starting or shutting down,
+    /// if that is what this error is.
+    pub fn unavailable_service(&self) -> Option<Service> {
         match self {
-            Self::Database(e) if database_unavailable(e) => Some("database"),
-            Self::Redis(e) if redis_unavailable(e) => Some("queue"),
+            Self::Database(e) if database_unavailable(e) => Some(Service::Database),
+            Self::Redis(e) if redis_unavailable(e) => Some(Service::Queue),
+            Self::Storage(e) if storage_unavailable(e) => Some(Service::Storage),
             _ => None,
         }
     }
@@ -80,6 +108,35 @@ fn redis_unavailable(e: &redis::RedisError) -> bool {
         || e.code() == Some("LOADING")
 }
 
+/// An object store that cannot be reached or used at all: a local folder's
+/// I/O failing (permission denied, not a directory, disk full or gone), or a
+/// remote store refusing connections or timing out. An object that is not
+/// there, a conflict, or a request the store rejects (credentials, paths) is
+/// no outage: retrying would give the same answer.
+fn storage_unavailable(e: &object_store::Error) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    let object_store::Error::Generic { source, .. } = e else {
+        return false;
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+    while let Some(error) = cause {
+        if error.is::<std::io::Error>() {
+            return true;
+        }
+        if let Some(http) = error.downcast_ref::<HttpError>() {
+            return matches!(
+                http.kind(),
+                HttpErrorKind::Connect
+                    | HttpErrorKind::Request
+                    | HttpErrorKind::Timeout
+                    | HttpErrorKind::Interrupted
+            );
+        }
+        cause = error.source();
+    }
+    false
+}
+
 impl From<serde_json::Error> for JobsError {
     fn from(e: serde_json::Error) -> Self {
         Self::Corrupt(e.to_string())
@@ -100,12 +157,21 @@ mod tests {
         ] {
             assert_eq!(
                 JobsError::Database(e).unavailable_service(),
-                Some("database")
+                Some(Service::Database)
             );
         }
         assert_eq!(
             JobsError::Redis(redis::RedisError::from(refused())).unavailable_service(),
-            Some("queue")
+            Some(Service::Queue)
+        );
+        // How object_store wraps a local folder's I/O failure.
+        let local = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
+        };
+        assert_eq!(
+            JobsError::Storage(local).unavailable_service(),
+            Some(Service::Storage)
         );
         for e in [
             JobsError::Database(sqlx::Error::RowNotFound),
@@ -114,6 +180,15 @@ mod tests {
                 redis::ErrorKind::Parse,
                 "unexpected reply",
             ))),
+            // Missing objects keep their meaning (404, 410, `input_missing`).
+            JobsError::Storage(object_store::Error::NotFound {
+                path: "jobs/a/input".into(),
+                source: Box::new(std::io::Error::from(std::io::ErrorKind::NotFound)),
+            }),
+            JobsError::Storage(object_store::Error::Generic {
+                store: "S3",
+                source: "the store answered 400".into(),
+            }),
         ] {
             assert!(!e.is_unavailable(), "{e}");
         }

@@ -17,6 +17,8 @@ pub struct Storage {
     store: Arc<dyn ObjectStore>,
     /// Prefix inside the store (the path part of an `s3://bucket/prefix` URL).
     base: StorePath,
+    /// The root of a local folder store.
+    folder: Option<std::path::PathBuf>,
     description: String,
 }
 
@@ -53,6 +55,7 @@ impl Storage {
             return Ok(Self {
                 store: Arc::new(InMemory::new()),
                 base: StorePath::default(),
+                folder: None,
                 description: "memory".into(),
             });
         }
@@ -69,6 +72,7 @@ impl Storage {
                 store: Arc::new(store),
                 base: StorePath::default(),
                 description: format!("folder {}", folder.display()),
+                folder: Some(folder),
             });
         }
         let parsed = Url::parse(url).map_err(|e| bad(e.to_string()))?;
@@ -77,6 +81,7 @@ impl Storage {
         Ok(Self {
             store: Arc::from(store),
             base,
+            folder: None,
             description: format!("object store {url}"),
         })
     }
@@ -97,7 +102,28 @@ impl Storage {
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes> {
-        Ok(self.store.get(&self.path(key)).await?.bytes().await?)
+        match self.store.get(&self.path(key)).await {
+            Ok(object) => Ok(object.bytes().await?),
+            Err(e @ object_store::Error::NotFound { .. }) => {
+                Err(self.missing_root().unwrap_or(e).into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A local store whose root folder is gone (or is no folder) reports
+    /// every object as not found: that is an outage, not missing objects
+    /// (which would read as expired jobs), so it is told apart here.
+    fn missing_root(&self) -> Option<object_store::Error> {
+        let folder = self.folder.as_ref()?;
+        if folder.is_dir() {
+            return None;
+        }
+        let reason = format!("the storage folder {} is missing", folder.display());
+        Some(object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(std::io::Error::new(std::io::ErrorKind::NotFound, reason)),
+        })
     }
 
     pub async fn delete(&self, key: &str) -> Result<()> {
@@ -164,6 +190,37 @@ mod tests {
         }
         assert!(dir.join("jobs/a").is_dir());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A folder store that cannot be used (its root removed, or a file in
+    /// its place) is an outage; an object that is not there is not.
+    #[tokio::test]
+    async fn an_unusable_folder_is_an_outage_and_a_missing_object_is_not() {
+        let dir = std::env::temp_dir().join(format!("byteedit-storage-{}", uuid::Uuid::new_v4()));
+        let storage = Storage::from_url(&dir.to_string_lossy()).unwrap();
+        let missing = storage.get("jobs/none/input").await.unwrap_err();
+        assert!(
+            missing.is_not_found() && !missing.is_unavailable(),
+            "{missing}"
+        );
+        storage
+            .put("jobs/a/input", Bytes::from_static(b"png"))
+            .await
+            .unwrap();
+
+        std::fs::remove_dir_all(&dir).unwrap();
+        let gone = storage.get("jobs/a/input").await.unwrap_err();
+        assert!(gone.is_unavailable() && !gone.is_not_found(), "{gone}");
+
+        std::fs::write(&dir, b"not a folder").unwrap();
+        let put = storage
+            .put("jobs/b/input", Bytes::from_static(b"png"))
+            .await
+            .unwrap_err();
+        assert!(put.is_unavailable(), "{put}");
+        let get = storage.get("jobs/a/input").await.unwrap_err();
+        assert!(get.is_unavailable(), "{get}");
+        std::fs::remove_file(&dir).unwrap();
     }
 
     #[test]

@@ -155,7 +155,8 @@ async fn from_run(
     multipart: Multipart,
 ) -> Result<Comparison, ApiError> {
     let extra = ["candidate_model", "baseline_model", "votes_wanted"];
-    let mut form = RawEditForm::read(multipart, state.config.max_upload_mb, &extra).await?;
+    let mut form =
+        RawEditForm::read(multipart, state.settings.uploads.max_upload_mb, &extra).await?;
     if form.value("model").is_some() {
         return Err(ApiError::invalid(
             "invalid_field",

@@ -12,7 +12,7 @@ use byteedit_jobs::{JobError, JobRecord, JobStatus};
 use byteedit_edit::EditForm;
 use uuid::Uuid;
 
-use super::jobs::job_out;
+use crate::views::job_out;
 use crate::auth::ClientAuth;
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
@@ -95,7 +95,7 @@ pub async fn submit(
     })?;
     crate::limits::admit(state, name).await?;
     // Masks are decoded to check their pixels: off the async threads.
-    let (limits, model) = (canvas_limits(&state.config), model.clone());
+    let (limits, model) = (canvas_limits(&state.settings.uploads), model.clone());
     let (edit, form) = tokio::task::spawn_blocking(move || {
         let edit = validate(&form, limits, &model);
         (edit, form)
@@ -164,7 +164,7 @@ pub async fn submit(
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and request give the first job")),
     request_body(content = EditForm, content_type = "multipart/form-data"),
     responses(
-        (status = 202, description = "Queued", body = super::jobs::JobOut,
+        (status = 202, description = "Queued", body = crate::views::JobOut,
             headers(("Location" = String, description = "URL of the job"))),
         (status = 400, description = "The form cannot be read", body = ErrorResponse),
         (status = 409, description = "The `Idempotency-Key` was used for a different request, or its first request is still being handled", body = ErrorResponse),
@@ -188,7 +188,7 @@ pub async fn create_edit(
         ))
     })?;
     let key = idempotency_key(&headers)?;
-    let form = RawEditForm::read(multipart, state.config.max_upload_mb, &[]).await?;
+    let form = RawEditForm::read(multipart, state.settings.uploads.max_upload_mb, &[]).await?;
     let db = &state.backends.db;
     let owner = caller.0.id;
     if let Some(key) = &key
@@ -209,7 +209,10 @@ pub async fn create_edit(
             .into_response());
     }
     let submitted = async {
-        let name = form.model_name(&state.config, &state.models(false).await?)?;
+        let name = form.model_name(
+            state.settings.default_model.as_deref(),
+            &state.models(false).await?,
+        )?;
         submit(&state, owner, form, &name).await
     }
     .await;

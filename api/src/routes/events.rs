@@ -15,10 +15,11 @@ use byteedit_jobs::{JobEvent, JobRecord, JobStatus, db};
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::jobs::{JobOut, find_job, job_out};
+use super::jobs::find_job;
 use crate::auth::ClientAuth;
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
+use crate::views::{JobOut, job_out};
 
 const RESYNC: Duration = Duration::from_secs(10);
 

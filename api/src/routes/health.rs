@@ -30,7 +30,6 @@ pub async fn healthz() -> Json<HealthOut> {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "Ready to take jobs", body = HealthOut),
-        (status = 503, description = "Postgres or Redis is unreachable", body = crate::error::ErrorResponse),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<HealthOut>, ApiError> {
     state.backends.ping().await.map_err(|e| {

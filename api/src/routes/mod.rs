@@ -24,7 +24,7 @@ use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
-    let upload_limit = state.config.max_upload_mb * 1024 * 1024;
+    let upload_limit = state.settings.uploads.max_upload_bytes();
     let v1 = Router::new()
         .route(
             "/edits",
@@ -94,7 +94,7 @@ async fn too_large_as_json(
         use axum::response::IntoResponse;
         return if multipart {
             ApiError::TooLarge {
-                limit_mb: state.config.max_upload_mb,
+                limit_mb: state.settings.uploads.max_upload_mb,
             }
             .into_response()
         } else {

@@ -287,10 +287,13 @@ pub async fn claim(db: &PgPool, id: JobId, worker: WorkerId, lease_secs: f64) ->
         .bind(id)
         .fetch_optional(db)
         .await?;
+    let status = status
+        .map(|(s,)| s.parse::<JobStatus>().map_err(JobsError::Corrupt))
+        .transpose()?;
     Ok(match status {
-        Some((s,)) if s == "running" => Claim::Busy,
-        Some((s,)) if s == "queued" => Claim::NotYet,
-        _ => Claim::Gone,
+        Some(JobStatus::Running) => Claim::Busy,
+        Some(JobStatus::Queued) => Claim::NotYet,
+        Some(JobStatus::Succeeded | JobStatus::Failed | JobStatus::Canceled) | None => Claim::Gone,
     })
 }
 

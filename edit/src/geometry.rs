@@ -227,7 +227,7 @@ pub fn parse_aspect(text: &str) -> Result<(u32, u32), String> {
     }
 }
 
-/// A rectangle of the canvas (or of an image), in pixels.
+/// A rectangle of the canvas, in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Rect {
     pub x: u32,

@@ -4,9 +4,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// What a worker tells the API about a model it serves (and what the CLI
-/// reads off the model it loads), so requests can be checked and defaults
-/// filled in before the model runs.
+/// What a worker tells the API about a model it serves, so requests can be
+/// checked and defaults filled in before a job is queued.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ModelInfo {
     pub name: String,

@@ -11,8 +11,7 @@ use uuid::Uuid;
 
 pub use byteedit_edit::{EditParams, ModelInfo, Task, defaults};
 
-/// Where a job is in its life. `succeeded`, `failed` and `canceled` are
-/// final (as [`crate::JobEvent::is_final`] says of their events).
+/// Where a job is in its life. `succeeded`, `failed` and `canceled` are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {

@@ -315,7 +315,7 @@ fn a_canvas_too_large_names_the_field_that_asked_for_it() {
         // 16.8 MP: too many pixels, not too long a side.
         (&[("target_width", "4096"), ("target_height", "4096")], "`target_height`"),
         (&[("extend_left", "2048"), ("extend_right", "2048")], "`extend_left`"),
-        (&[("extend_top", "10"), ("extend_bottom", "2048")], "`extend_bottom`"),
+        (&[("extend_top", "2040"), ("extend_bottom", "2048")], "`extend_bottom`"),
     ];
     for (fields, named) in cases {
         let mut parts = vec![

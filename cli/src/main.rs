@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Edit one image: repaint the white part of MASK following PROMPT.
-    Edit(edit::EditArgs),
+    Edit(Box<edit::EditArgs>),
     /// Run the HTTP API alone (jobs go to workers through Redis).
     Api(service::ApiCommand),
     /// Run a worker: load models once, then take their jobs from the queue.
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result: anyhow::Result<()> = match cli.command {
-        Command::Edit(args) => edit::run(args).map_err(Into::into),
+        Command::Edit(args) => edit::run(*args).map_err(Into::into),
         Command::Api(cmd) => service::api(cmd),
         Command::Worker(cmd) => service::worker(cmd),
         Command::Serve(cmd) => service::serve(cmd),

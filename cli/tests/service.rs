@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use byteedit_jobs::EditParams;
 use byteedit_models::image_io::{decode_image, to_luma, to_rgb};
 use byteedit_models::tasks::EditPlan;
-use byteedit_models::{EditRequest, InpaintModel, SchedulerKind};
+use byteedit_models::{EditRequest, InpaintModel};
 use byteedit_models::tasks::TaskOptions;
 use serde_json::Value;
 use support::{MODEL, Service, error_code, fixture_bytes, fixture_form, tiny_model};
@@ -148,22 +148,7 @@ async fn service_output_equals_a_direct_engine_run_with_the_reported_parameters(
         model.native_size(),
     )
     .unwrap();
-    let request = EditRequest {
-        image: plan.image.clone(),
-        mask: plan.model_mask.clone(),
-        prompt: p["prompt"].as_str().unwrap().into(),
-        negative_prompt: p["negative_prompt"].as_str().map(Into::into),
-        steps: p["steps"].as_u64().unwrap() as usize,
-        guidance_scale: p["guidance_scale"].as_f64().unwrap(),
-        scheduler: p["scheduler"]
-            .as_str()
-            .unwrap()
-            .parse::<SchedulerKind>()
-            .unwrap(),
-        timestep_spacing: None,
-        seed: p["seed"].as_u64().unwrap(),
-        latents: None,
-    };
+    let request = EditRequest::for_params(&plan, &params).unwrap();
     let direct = plan.finish(
         &model
             .edit(&request, &mut |_| std::ops::ControlFlow::Continue(()))

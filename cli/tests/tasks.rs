@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use byteedit_jobs::EditParams;
 use byteedit_models::image_io::{alpha_mask, decode_image, to_luma, to_rgb};
 use byteedit_models::tasks::EditPlan;
-use byteedit_models::{EditRequest, InpaintModel, SchedulerKind};
+use byteedit_models::{EditRequest, InpaintModel};
 use byteedit_models::tasks::TaskOptions;
 use image::{DynamicImage, GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 use serde_json::Value;
@@ -264,18 +264,7 @@ async fn every_task_at_every_size_keeps_the_input_outside_the_mask() {
             "native" => {}
             exact => assert_eq!(format!("{}x{}", working.0, working.1), exact, "{}", case.name),
         }
-        let request = EditRequest {
-            image: plan.image.clone(),
-            mask: plan.model_mask.clone(),
-            prompt: params.prompt.clone(),
-            negative_prompt: params.negative_prompt.clone(),
-            steps: params.steps as usize,
-            guidance_scale: params.guidance_scale,
-            scheduler: params.scheduler.parse::<SchedulerKind>().unwrap(),
-            timestep_spacing: None,
-            seed: params.seed,
-            latents: None,
-        };
+        let request = EditRequest::for_params(&plan, &params).unwrap();
         let direct = plan.finish(
             &model
                 .edit(&request, &mut |_| std::ops::ControlFlow::Continue(()))

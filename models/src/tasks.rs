@@ -446,7 +446,9 @@ pub fn match_colors(edited: &RgbImage, reference: &RgbImage, mask: &GrayImage) -
     let mut gain = [1f64; 3];
     let mut offset = [0f64; 3];
     for c in 0..3 {
-        let stats = |pick: &dyn Fn(&(&Rgb<u8>, &Rgb<u8>)) -> f64| {
+        // Mean and deviation of channel `c` of the edited (0) or reference (1) pixels.
+        let stats = |side: usize| {
+            let pick = |p: &(&Rgb<u8>, &Rgb<u8>)| [p.0, p.1][side].0[c] as f64;
             let mean = context.iter().map(pick).sum::<f64>() / n;
             let var = context
                 .iter()
@@ -455,8 +457,8 @@ pub fn match_colors(edited: &RgbImage, reference: &RgbImage, mask: &GrayImage) -
                 / n;
             (mean, var.sqrt())
         };
-        let (me, se) = stats(&|p| p.0.0[c] as f64);
-        let (mr, sr) = stats(&|p| p.1.0[c] as f64);
+        let (me, se) = stats(0);
+        let (mr, sr) = stats(1);
         // Flat context says nothing about contrast: shift only.
         gain[c] = if se > 1.0 && sr > 1.0 {
             (sr / se).clamp(0.5, 2.0)

@@ -210,7 +210,10 @@ mod tests {
             &device,
         )
         .unwrap();
-        assert!(written.tensors > 100 && written.parameters > 1000, "{written:?}");
+        assert!(
+            written.tensors > 100 && written.parameters > 1000,
+            "{written:?}"
+        );
         assert!(
             out.path()
                 .join("unet/diffusion_pytorch_model.fp16.safetensors")
@@ -219,7 +222,9 @@ mod tests {
         let model = InpaintModel::<CpuBackend>::load(out.path(), &device).unwrap();
         let request = EditRequest {
             image: image::RgbImage::from_pixel(64, 64, image::Rgb([90, 120, 200])),
-            mask: image::GrayImage::from_fn(64, 64, |x, _| image::Luma([if x < 32 { 255 } else { 0 }])),
+            mask: image::GrayImage::from_fn(64, 64, |x, _| {
+                image::Luma([if x < 32 { 255 } else { 0 }])
+            }),
             prompt: "a red apple".into(),
             negative_prompt: None,
             steps: 1,

@@ -3,8 +3,10 @@
 #
 #   bash bench/device.sh            # from the repository root
 #
-# Needs only bash, coreutils and a byteedit binary built elsewhere with
-# `--features cuda` (no Rust toolchain, no registry, no Python packages):
+# Needs bash, coreutils, the NVIDIA driver, NVRTC and the CUDA headers (the
+# kernels are compiled at run time; found on their own when not on the loader's
+# path) and a byteedit binary built elsewhere with `--features cuda`; no Rust
+# toolchain, no registry, no Python packages:
 #
 #   cargo build --release -p byteedit --features cuda
 #   mkdir -p bench/bin && strip -o bench/bin/byteedit target/release/byteedit
@@ -92,6 +94,25 @@ step() {
   return $rc
 }
 
+# Adds the folder of library $1 to LD_LIBRARY_PATH unless the loader finds it
+# already (ldconfig's cache or LD_LIBRARY_PATH), looking under the folders given.
+need_lib() {
+  local lib=$1 dir found
+  shift
+  ldconfig -p 2>/dev/null | grep -q "$lib" && return 0
+  IFS=: read -ra dirs <<<"${LD_LIBRARY_PATH:-}"
+  for dir in "${dirs[@]}"; do
+    compgen -G "$dir/$lib*" >/dev/null && return 0
+  done
+  found=$(find "$@" -maxdepth 8 -name "$lib*" -not -name '*builtins*' 2>/dev/null | head -1)
+  if [[ -z $found ]]; then
+    note "$lib not found: the CUDA edits will fail"
+    return 1
+  fi
+  export LD_LIBRARY_PATH=$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  note "$lib: $found"
+}
+
 # cubecl compiles its kernels at run time with NVRTC and the CUDA headers
 # (CUDA_PATH, else /usr/local/cuda), and cudarc finds libnvrtc through the
 # loader's path: point both at the toolkit when they are not set up.
@@ -104,17 +125,13 @@ if [[ $DEVICE == cuda* ]]; then
     CUDA_PATH=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
     export CUDA_PATH
   fi
-  note "CUDA headers from ${CUDA_PATH:-/usr/local/cuda}"
-  if ! ldconfig -p 2>/dev/null | grep -q 'libnvrtc\.so'; then
-    nvrtc=$(find "${CUDA_PATH:-/usr/local/cuda}/" /usr/local /opt /usr/lib -name 'libnvrtc.so*' \
-      -not -name '*builtins*' 2>/dev/null | head -1)
-    if [[ -n $nvrtc ]]; then
-      export LD_LIBRARY_PATH=$(dirname "$nvrtc")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-      note "NVRTC: $nvrtc"
-    else
-      note "NVRTC (libnvrtc.so) not found; the CUDA edits will fail to compile kernels"
-    fi
+  if [[ -f ${CUDA_PATH:-/usr/local/cuda}/include/cuda_runtime.h ]]; then
+    note "CUDA headers: ${CUDA_PATH:-/usr/local/cuda}/include"
+  else
+    note "no cuda_runtime.h under ${CUDA_PATH:-/usr/local/cuda}/include: set CUDA_PATH to the toolkit"
   fi
+  need_lib libcuda.so.1 /usr/local/nvidia /usr/lib /usr/local
+  need_lib libnvrtc.so "${CUDA_PATH:-/usr/local/cuda}/" /usr/local /opt /usr/lib
 fi
 
 levels() { if (($1 == 1)); then echo "1 level"; else echo "$1 levels"; fi; }
@@ -134,6 +151,7 @@ for fixture in "${FIXTURES[@]}"; do
   worst=0
   bad=()
   count=0
+  compared=0
   while IFS=$'\t' read -r name args_file reference; do
     count=$((count + 1))
     mapfile -t edit_args <"$args_file"
@@ -150,11 +168,18 @@ for fixture in "${FIXTURES[@]}"; do
       bad+=("$name: ${why:-not compared}")
       continue
     fi
+    compared=$((compared + 1))
     ((diff > worst)) && worst=$diff
     ((rc != 0)) && bad+=("$name: $diff > 1")
     note "$fixture $name: max diff $(levels "$diff") (edit $(seconds_of "$logs/$fixture-$name.log")s)"
   done <"$logs/$fixture-cases.log"
-  line="$fixture $count cases max diff $(levels "$worst")"
+  if ((compared == count)); then
+    line="$fixture $count cases max diff $(levels "$worst")"
+  elif ((compared > 0)); then
+    line="$fixture $compared of $count cases compared, max diff $(levels "$worst")"
+  else
+    line="$fixture none of $count cases compared"
+  fi
   if ((${#bad[@]} > 0)); then
     failed=1
     line+=" FAILED ($(IFS=,; echo "${bad[*]}" | sed 's/,/, /g'))"

@@ -10,6 +10,7 @@
 #
 #   cargo build --release -p byteedit --features cuda
 #   mkdir -p bench/bin && strip -o bench/bin/byteedit target/release/byteedit
+#   gzip -9 bench/bin/byteedit   # 58 MB -> 18 MB: with the tree (39 MB) within 64 MiB
 #
 # 1. Both tiny fixtures (models/tests/fixtures/sd15-inpaint-tiny and
 #    sd2-vpred-tiny), every reference case: `byteedit edit --device $DEVICE`
@@ -44,11 +45,47 @@ BENCH_STEPS=${BENCH_STEPS:-20}
 CASE_TIMEOUT=${CASE_TIMEOUT:-300}
 FIXTURES=(sd15-inpaint-tiny sd2-vpred-tiny)
 
+work=$(mktemp -d "${TMPDIR:-/tmp}/byteedit-device.XXXXXX") || exit 1
+trap 'rm -rf "$work"' EXIT
+if [[ -n ${KEEP:-} ]]; then
+  mkdir -p "$KEEP" || exit 1
+  logs=$KEEP
+else
+  logs=$work/logs
+  mkdir -p "$logs"
+fi
+
+# The stripped binary (58 MB) and the tracked tree (39 MB) are more than a
+# 64 MiB transfer allows, so the binary may come compressed (gzip: 18 MB,
+# xz: 11 MB); python3's standard library unpacks it where the tools are missing.
+unpack() { # FORMAT FILE
+  local tool module
+  case $1 in
+    gz) tool=gzip module=gzip ;;
+    xz) tool=xz module=lzma ;;
+  esac
+  if command -v "$tool" >/dev/null; then
+    "$tool" -dc "$2"
+  else
+    python3 -c "import $module, shutil, sys; shutil.copyfileobj($module.open(sys.argv[1]), sys.stdout.buffer)" "$2"
+  fi
+}
+if [[ ! -x $BIN ]]; then
+  for format in xz gz; do
+    if [[ -f $BIN.$format ]]; then
+      unpack "$format" "$BIN.$format" >"$work/byteedit" && chmod +x "$work/byteedit" ||
+        { echo "device: $DEVICE FAILED | cannot unpack $BIN.$format"; exit 1; }
+      BIN=$work/byteedit
+      break
+    fi
+  done
+fi
 if [[ ! -x $BIN ]]; then
   cat >&2 <<EOF
-device.sh: no byteedit binary at $BIN. Build one where Rust is installed:
+device.sh: no byteedit binary at $BIN (nor $BIN.xz or $BIN.gz). Build one where Rust is installed:
   cargo build --release -p byteedit --features cuda
   mkdir -p bench/bin && strip -o bench/bin/byteedit target/release/byteedit
+  gzip -9 bench/bin/byteedit      # when the tree and the binary must fit in 64 MiB
 and bring it along (bench/bin/ is git-ignored), or set BYTEEDIT_BIN.
 EOF
   echo "device: $DEVICE FAILED | no binary at $BIN"
@@ -60,16 +97,6 @@ case $BENCH_MODEL in
   skip) ;;
   *) echo "device.sh: BENCH_MODEL must be sd15, tiny or skip, not '$BENCH_MODEL'" >&2; exit 2 ;;
 esac
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/byteedit-device.XXXXXX") || exit 1
-if [[ -n ${KEEP:-} ]]; then
-  mkdir -p "$KEEP" || exit 1
-  logs=$KEEP
-else
-  logs=$work/logs
-  mkdir -p "$logs"
-fi
-trap 'rm -rf "$work"' EXIT
 
 failed=0
 summary=()

@@ -1,6 +1,7 @@
 //! `byteedit`: the ByteEdit command line. `byteedit edit` runs one edit with
 //! a diffusers model folder; `api`, `worker` and `serve` run the service.
 
+mod bench;
 mod device;
 mod edit;
 mod keys;
@@ -34,13 +35,15 @@ enum Command {
     Serve(service::ServeCommand),
     /// Make, list and revoke API keys (straight in Postgres).
     Keys(keys::KeysCommand),
+    /// Tools for bench/device.sh: random full-size models, reference cases, PNG comparison.
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The one-shot `edit` stays quiet; services log what they do.
     let default_level = match cli.command {
-        Command::Edit(_) | Command::Keys(_) => "warn",
+        Command::Edit(_) | Command::Keys(_) | Command::Bench(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Worker(cmd) => service::worker(cmd),
         Command::Serve(cmd) => service::serve(cmd),
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use byteedit_models::weights::{SaveDtype, TensorStore, Weights, save_safetensors};
+use byteedit_models::weights::SaveDtype;
 use byteedit_models::{EditRequest, InpaintModel, SchedulerKind};
 use clap::Parser;
 use image::{GrayImage, RgbImage};
@@ -79,67 +79,20 @@ fn reset_peak_rss() {
 /// it loads through the same code path as a downloaded checkpoint.
 fn sd15_folder() -> PathBuf {
     let dir = manifest().join("../target/bench-models/sd15-inpaint-random-fp16");
-    if dir
-        .join("unet/diffusion_pytorch_model.fp16.safetensors")
-        .is_file()
-    {
+    // Written last by the generator: its presence means the folder is complete.
+    if dir.join("model_index.json").is_file() {
         return dir;
     }
     eprintln!("writing random SD-1.5 weights to {} (once)", dir.display());
-    let configs = manifest().join("benches/sd15-inpaint-config");
-    for sub in ["unet", "vae", "text_encoder", "scheduler", "tokenizer"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
-    std::fs::copy(
-        configs.join("model_index.json"),
-        dir.join("model_index.json"),
+    byteedit_models::random_model::write_random_model::<byteedit_models::CpuBackend>(
+        &manifest().join("benches/sd15-inpaint-config"),
+        &manifest().join("tests/fixtures/sd15-inpaint-tiny/tokenizer"),
+        &dir,
+        1,
+        SaveDtype::F16,
+        &Default::default(),
     )
-    .unwrap();
-    for f in [
-        "unet/config.json",
-        "vae/config.json",
-        "text_encoder/config.json",
-        "scheduler/scheduler_config.json",
-    ] {
-        std::fs::copy(configs.join(f), dir.join(f)).unwrap();
-    }
-    let tokenizer = manifest().join("tests/fixtures/sd15-inpaint-tiny/tokenizer");
-    for entry in std::fs::read_dir(&tokenizer).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join("tokenizer").join(entry.file_name())).unwrap();
-    }
-    type Cpu = byteedit_models::CpuBackend;
-    let device = Default::default();
-    // Ask each module which tensors it needs, then write those with random values.
-    let write = |component: &str, stem: &str, build: &dyn Fn(&Weights<Cpu>)| {
-        let store = TensorStore::synthetic(1);
-        build(&Weights::new(&store, &device));
-        let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = store
-            .requested()
-            .into_iter()
-            .map(|(key, shape)| {
-                let values = store.read_f32(&key, &shape, &[]).unwrap();
-                (key, shape, values)
-            })
-            .collect();
-        let path = dir.join(component).join(format!("{stem}.fp16.safetensors"));
-        save_safetensors(&path, &tensors, SaveDtype::F16).unwrap();
-    };
-    let unet =
-        byteedit_models::unet_2d::UNetConfig::from_file(&configs.join("unet/config.json")).unwrap();
-    let vae = byteedit_models::vae::VaeConfig::from_file(&configs.join("vae/config.json")).unwrap();
-    let clip =
-        byteedit_models::clip::ClipTextConfig::from_file(&configs.join("text_encoder/config.json"))
-            .unwrap();
-    write("unet", "diffusion_pytorch_model", &|w| {
-        byteedit_models::unet_2d::UNet2DConditionModel::load(w, &unet).unwrap();
-    });
-    write("vae", "diffusion_pytorch_model", &|w| {
-        byteedit_models::vae::AutoencoderKL::load(w, &vae).unwrap();
-    });
-    write("text_encoder", "model", &|w| {
-        byteedit_models::clip::ClipTextModel::load(w, &clip).unwrap();
-    });
+    .expect("random SD-1.5 model written");
     dir
 }
 

@@ -14,6 +14,7 @@ pub mod image_io;
 pub mod masks;
 pub mod nn;
 pub mod pipeline;
+pub mod random_model;
 pub mod resnet;
 pub mod schedulers;
 pub mod tasks;

@@ -11,8 +11,8 @@ use byteedit_edit::{CanvasLimits, Context, EditForm, Naming, Uploads, ValidEdit}
 use byteedit_jobs::db::ModelStatus;
 use bytes::Bytes;
 
-use crate::settings::UploadLimits;
 use crate::error::ApiError;
+use crate::settings::UploadLimits;
 
 /// The form as sent: the edit's fields, and the fields a route adds of its
 /// own (`candidate_model`, ...), as text.
@@ -116,7 +116,13 @@ impl RawEditForm {
         max: T,
         kind: &str,
     ) -> Result<Option<T>, ApiError> {
-        Ok(number(name, self.value(name), (min, max), kind, Naming::Form)?)
+        Ok(number(
+            name,
+            self.value(name),
+            (min, max),
+            kind,
+            Naming::Form,
+        )?)
     }
 
     /// The model the request names, or the configured/only one.

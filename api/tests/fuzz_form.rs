@@ -313,16 +313,29 @@ fn a_canvas_too_large_names_the_field_that_asked_for_it() {
     let cases: [(&[(&str, &str)], &str); 4] = [
         (&[("aspect_ratio", "100:1")], "`aspect_ratio`"),
         // 16.8 MP: too many pixels, not too long a side.
-        (&[("target_width", "4096"), ("target_height", "4096")], "`target_height`"),
-        (&[("extend_left", "2048"), ("extend_right", "2048")], "`extend_left`"),
-        (&[("extend_top", "2040"), ("extend_bottom", "2048")], "`extend_bottom`"),
+        (
+            &[("target_width", "4096"), ("target_height", "4096")],
+            "`target_height`",
+        ),
+        (
+            &[("extend_left", "2048"), ("extend_right", "2048")],
+            "`extend_left`",
+        ),
+        (
+            &[("extend_top", "2040"), ("extend_bottom", "2048")],
+            "`extend_bottom`",
+        ),
     ];
     for (fields, named) in cases {
         let mut parts = vec![
             ("image".to_owned(), fixture("expected_image.png")),
             ("task".to_owned(), b"outpaint".to_vec()),
         ];
-        parts.extend(fields.iter().map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())));
+        parts.extend(
+            fields
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())),
+        );
         let e = submit(&parts, None).unwrap().unwrap_err();
         assert_eq!(e.code(), "image_too_large", "{fields:?}: {e}");
         assert!(e.to_string().contains(named), "{fields:?}: {e}");

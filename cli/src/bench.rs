@@ -10,9 +10,6 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use byteedit_models::image_io::{read_image, to_rgb};
 use byteedit_models::random_model::write_random_model;
-use byteedit_models::tasks::WorkingSize;
-use byteedit_models::unet_2d::UNetConfig;
-use byteedit_models::vae::VaeConfig;
 use byteedit_models::weights::{SaveDtype, TensorStore, save_safetensors};
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Deserialize;
@@ -159,10 +156,9 @@ fn cases(args: CasesArgs) -> Result<()> {
     );
     let image = f.join("expected_image.png");
     let mask = f.join("expected_mask.png");
-    let (width, height) = to_rgb(&read_image(&image)?).dimensions();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create `{}`", args.out.display()))?;
-    let model = model_at_image_size(f, (width, height), &args.out.join("model"))?;
+    let model = f;
     let tensors_path = f.join("expected.safetensors");
     let tensors = TensorStore::open_files(f, std::slice::from_ref(&tensors_path))?;
 
@@ -187,8 +183,8 @@ fn cases(args: CasesArgs) -> Result<()> {
             reference.display(),
             case.name
         );
-        // Exactly what the diffusers reference ran (and what the CPU test in
-        // cli/tests/edit.rs passes): the whole image, unpasted, from the
+        // Exactly what the diffusers reference ran (as the CPU test in
+        // cli/tests/edit.rs passes it): the whole image, unpasted, from the
         // reference noise; the empty negative prompt is the edit's default.
         let edit_args: Vec<String> = vec![
             "--model".into(),
@@ -209,6 +205,9 @@ fn cases(args: CasesArgs) -> Result<()> {
             path_arg(&latents)?,
             "--region".into(),
             "full".into(),
+            // The reference ran at the image's own size (diffusers' `height`/`width`).
+            "--working-size".into(),
+            "original".into(),
             "--no-paste-back".into(),
         ];
         ensure!(
@@ -228,74 +227,6 @@ fn cases(args: CasesArgs) -> Result<()> {
         )?;
     }
     print!("{listing}");
-    Ok(())
-}
-
-/// The fixture folder itself when `byteedit edit --region full` already
-/// works at the image's own size; otherwise a copy at `scratch` whose UNet
-/// `sample_size` makes it so. `sample_size` only sets the working size (the
-/// weights do not depend on it), and the reference ran at the image's size
-/// (diffusers' `height`/`width`), which the CLI cannot ask for yet.
-fn model_at_image_size(
-    fixture: &Path,
-    (width, height): (u32, u32),
-    scratch: &Path,
-) -> Result<PathBuf> {
-    let unet_config = fixture.join("unet/config.json");
-    let unet = UNetConfig::from_file(&unet_config)?;
-    let factor = VaeConfig::from_file(&fixture.join("vae/config.json"))?.scale_factor() as u32;
-    let works_at = |sample_size: u32| {
-        WorkingSize {
-            native: sample_size * factor,
-            multiple: factor,
-        }
-        .for_crop(width, height)
-            == (width, height)
-    };
-    // The same default the pipeline applies to a config without one.
-    let current = unet.sample_size.unwrap_or(64) as u32;
-    if works_at(current) {
-        return Ok(fixture.to_path_buf());
-    }
-    let sample_size = (1..=1024)
-        .find(|&s| works_at(s))
-        .with_context(|| format!("no UNet sample_size makes the model work at {width}x{height}"))?;
-    copy_model(fixture, scratch)?;
-    let text = std::fs::read_to_string(&unet_config)
-        .with_context(|| format!("cannot read `{}`", unet_config.display()))?;
-    let mut config: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("`{}` is not JSON", unet_config.display()))?;
-    config["sample_size"] = sample_size.into();
-    let patched = scratch.join("unet/config.json");
-    std::fs::write(&patched, serde_json::to_string_pretty(&config)?)
-        .with_context(|| format!("cannot write `{}`", patched.display()))?;
-    Ok(scratch.to_path_buf())
-}
-
-/// Copies the parts of a diffusers folder the loader reads (not the fixture's
-/// reference files).
-fn copy_model(from: &Path, to: &Path) -> Result<()> {
-    let copy = |src: &Path, dst: &Path| {
-        std::fs::copy(src, dst)
-            .map(drop)
-            .with_context(|| format!("cannot copy `{}` to `{}`", src.display(), dst.display()))
-    };
-    std::fs::create_dir_all(to).with_context(|| format!("cannot create `{}`", to.display()))?;
-    copy(&from.join("model_index.json"), &to.join("model_index.json"))?;
-    for sub in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
-        let dir = to.join(sub);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create `{}`", dir.display()))?;
-        let source = from.join(sub);
-        for entry in std::fs::read_dir(&source)
-            .with_context(|| format!("cannot read `{}`", source.display()))?
-        {
-            let path = entry?.path();
-            if let (true, Some(name)) = (path.is_file(), path.file_name()) {
-                copy(&path, &dir.join(name))?;
-            }
-        }
-    }
     Ok(())
 }
 

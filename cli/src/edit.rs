@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::Backend;
-use byteedit_edit::{CanvasLimits, Context, Decoded, EditForm, EditError, Naming};
+use byteedit_edit::{CanvasLimits, Context, Decoded, EditError, EditForm, Naming};
 use byteedit_models::image_io::{
     GrayImage, MAX_PIXELS, MAX_SIDE, Rgb, RgbImage, alpha_mask, read_image, to_luma, to_rgb,
     write_png,
@@ -14,8 +14,8 @@ use byteedit_models::masks::is_masked;
 use byteedit_models::schedulers::Scheduler;
 use byteedit_models::tasks::{EditPlan, Region, TaskOptions};
 use byteedit_models::{
-    EditRequest, InitialLatents, InpaintModel, ModelConfigs, ModelError, ServingDefaults,
-    TimestepSpacing,
+    EditRequest, InitialLatents, InpaintModel, ModelConfigs, ModelError, SchedulerKind,
+    ServingDefaults, TimestepSpacing,
 };
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -96,14 +96,25 @@ fn run_on<B: Backend>(args: &EditArgs, device: &B::Device) -> Result<(), ModelEr
     let decoded = read_image(&args.image)?;
     let mask_file = args.mask.as_deref().map(read_image).transpose()?;
     let configs = ModelConfigs::read(&args.model)?;
-    let info = configs.describe("local", &ServingDefaults {
-        // The schedule's length is the only cap on a local run.
-        max_steps: u32::MAX,
-        ..ServingDefaults::default()
-    });
+    let info = configs.describe(
+        "local",
+        &ServingDefaults {
+            // The schedule's length is the only cap on a local run.
+            max_steps: u32::MAX,
+            ..ServingDefaults::default()
+        },
+    );
     let mut request = args.request.clone();
     request.task.get_or_insert_with(|| "inpaint".into());
     request.seed.get_or_insert_with(|| "0".into());
+    // The CLI has always taken diffusers' spellings too (`dpmpp_2m`, `DPM++-2M`).
+    if let Some(kind) = request
+        .scheduler
+        .as_deref()
+        .and_then(|s| s.parse::<SchedulerKind>().ok())
+    {
+        request.scheduler = Some(kind.to_string());
+    }
     let context = Context {
         model: &info,
         limits: CanvasLimits {

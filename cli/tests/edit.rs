@@ -209,7 +209,10 @@ fn bad_inputs_get_errors_that_say_what_to_fix() {
     assert!(err.contains("ddim, euler, dpmpp-2m"), "{err}");
 
     let err = failing(&["--steps", "0"], &image, &mask);
-    assert!(err.contains("`--steps` must be an integer from 1 to 1000"), "{err}");
+    assert!(
+        err.contains("`--steps` must be an integer from 1 to 1000"),
+        "{err}"
+    );
 
     let err = failing(&["--guidance", "-1"], &image, &mask);
     assert!(

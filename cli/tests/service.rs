@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use byteedit_jobs::EditParams;
 use byteedit_models::image_io::{decode_image, to_luma, to_rgb};
 use byteedit_models::tasks::EditPlan;
-use byteedit_models::{EditRequest, InpaintModel};
 use byteedit_models::tasks::TaskOptions;
+use byteedit_models::{EditRequest, InpaintModel};
 use serde_json::Value;
 use support::{MODEL, Service, error_code, fixture_bytes, fixture_form, tiny_model};
 
@@ -154,7 +154,7 @@ async fn service_output_equals_a_direct_engine_run_with_the_reported_parameters(
             .edit(&request, &mut |_| std::ops::ControlFlow::Continue(()))
             .unwrap()
             .to_rgb8()
-                .unwrap(),
+            .unwrap(),
     );
     assert_eq!(served.as_raw(), direct.as_raw());
     // The reported geometry is the plan's.

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use byteedit_jobs::EditParams;
 use byteedit_models::image_io::{alpha_mask, decode_image, to_luma, to_rgb};
 use byteedit_models::tasks::EditPlan;
-use byteedit_models::{EditRequest, InpaintModel};
 use byteedit_models::tasks::TaskOptions;
+use byteedit_models::{EditRequest, InpaintModel};
 use image::{DynamicImage, GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 use serde_json::Value;
 use support::{Service, tiny_model};
@@ -262,7 +262,12 @@ async fn every_task_at_every_size_keeps_the_input_outside_the_mask() {
                 case.name
             ),
             "native" => {}
-            exact => assert_eq!(format!("{}x{}", working.0, working.1), exact, "{}", case.name),
+            exact => assert_eq!(
+                format!("{}x{}", working.0, working.1),
+                exact,
+                "{}",
+                case.name
+            ),
         }
         let request = EditRequest::for_params(&plan, &params).unwrap();
         let direct = plan.finish(

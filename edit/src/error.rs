@@ -6,15 +6,24 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EditError {
     #[error("{message}")]
-    MissingField { field: &'static str, message: String },
+    MissingField {
+        field: &'static str,
+        message: String,
+    },
     #[error("{message}")]
     InvalidField { field: String, message: String },
     #[error("{message}")]
     UnknownField { field: String, message: String },
     #[error("{message}")]
-    InvalidImage { field: &'static str, message: String },
+    InvalidImage {
+        field: &'static str,
+        message: String,
+    },
     #[error("{message}")]
-    ImageTooLarge { field: &'static str, message: String },
+    ImageTooLarge {
+        field: &'static str,
+        message: String,
+    },
     #[error("{message}")]
     SizeMismatch { message: String },
     #[error("{message}")]

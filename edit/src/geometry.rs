@@ -275,8 +275,7 @@ impl WorkingSize {
         let round = |v: f64| ((v / m as f64).round() as u32).max(1) * m;
         match *self {
             Self::Native => {
-                let scale =
-                    (native as f64 * native as f64 / (width as f64 * height as f64)).sqrt();
+                let scale = (native as f64 * native as f64 / (width as f64 * height as f64)).sqrt();
                 (round(width as f64 * scale), round(height as f64 * scale))
             }
             Self::Original => (round(width as f64), round(height as f64)),

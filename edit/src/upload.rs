@@ -114,7 +114,10 @@ fn unreadable(field: &'static str, why: String) -> EditError {
 
 /// A reader whose format is read from the bytes. Reading its header
 /// allocates next to nothing (the image crate's default limits apply).
-fn reader<'b>(field: &'static str, bytes: &'b [u8]) -> Result<ImageReader<Cursor<&'b [u8]>>, EditError> {
+fn reader<'b>(
+    field: &'static str,
+    bytes: &'b [u8],
+) -> Result<ImageReader<Cursor<&'b [u8]>>, EditError> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| unreadable(field, e.to_string()))?;

@@ -211,7 +211,10 @@ pub fn validate(
         None => {
             return Err(EditError::MissingField {
                 field: "task",
-                message: format!("{} is required: inpaint, erase or outpaint", n.field("task")),
+                message: format!(
+                    "{} is required: inpaint, erase or outpaint",
+                    n.field("task")
+                ),
             });
         }
     };
@@ -232,7 +235,10 @@ pub fn validate(
         if text.is_some_and(|t| t.chars().count() > MAX_PROMPT_CHARS) {
             return Err(f.invalid(
                 name,
-                format!("{} is longer than {MAX_PROMPT_CHARS} characters", n.field(name)),
+                format!(
+                    "{} is longer than {MAX_PROMPT_CHARS} characters",
+                    n.field(name)
+                ),
             ));
         }
     }
@@ -278,9 +284,8 @@ pub fn validate(
         }
         Ok(())
     };
-    let extend = |name: &str| -> Result<u32, EditError> {
-        Ok(f.pixels(name, 0, MAX_EXTEND)?.unwrap_or(0))
-    };
+    let extend =
+        |name: &str| -> Result<u32, EditError> { Ok(f.pixels(name, 0, MAX_EXTEND)?.unwrap_or(0)) };
     let given = Sides {
         left: extend("extend_left")?,
         right: extend("extend_right")?,
@@ -362,7 +367,8 @@ pub fn validate(
         .resolve(image_size)
         .map_err(|(field, m)| f.invalid(field, f.respell(&m)))?;
     if task == Task::Outpaint && sides.is_empty() {
-        let fields = ["extend_left", "extend_right", "extend_top", "extend_bottom"].map(|x| n.field(x));
+        let fields =
+            ["extend_left", "extend_right", "extend_top", "extend_bottom"].map(|x| n.field(x));
         let sized = ["target_width", "target_height", "aspect_ratio"].map(|x| n.field(x));
         return Err(EditError::MissingField {
             field: "extend_left",

@@ -18,10 +18,10 @@ pub mod queue;
 pub mod rate_limit;
 pub mod storage;
 
+pub use byteedit_edit::{Geometry, geometry};
 pub use config::{Backends, ConnectArgs};
 pub use error::{JobsError, Result};
 pub use events::{EventMessage, JobEvent};
-pub use byteedit_edit::{Geometry, geometry};
 pub use failure::FailureCode;
 pub use ids::{JobId, WorkerId};
 pub use job::{

@@ -17,8 +17,8 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use byteedit_models::image_io::{GrayImage, Rgb, RgbImage};
 use byteedit_edit::Sides;
+use byteedit_models::image_io::{GrayImage, Rgb, RgbImage};
 use byteedit_models::tasks::{EditPlan, NativeSize, Region, TaskOptions};
 use byteedit_models::{CpuBackend, EditRequest, InpaintModel, SchedulerKind};
 use clap::Parser;
@@ -246,7 +246,8 @@ fn main() {
             let edited = model
                 .edit(&request, &mut |_| ControlFlow::Continue(()))
                 .expect("edit")
-                .to_rgb8().expect("decoded output");
+                .to_rgb8()
+                .expect("decoded output");
             let out = plan.finish(&edited);
             let edit_ms = started.elapsed().as_secs_f64() * 1000.0;
             // Judge every variant by the default feather band, so the numbers compare.

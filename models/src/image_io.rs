@@ -252,7 +252,10 @@ mod tests {
     fn a_buffer_of_the_wrong_size_is_an_error_not_a_black_image() {
         let err = to_rgb8(&[0.5; 11], 2, 2).unwrap_err().to_string();
         assert!(err.contains("11 values") && err.contains("2x2"), "{err}");
-        assert_eq!(to_rgb8(&[1.0; 12], 2, 2).unwrap().get_pixel(1, 1).0, [255; 3]);
+        assert_eq!(
+            to_rgb8(&[1.0; 12], 2, 2).unwrap().get_pixel(1, 1).0,
+            [255; 3]
+        );
     }
 
     #[test]

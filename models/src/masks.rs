@@ -2,8 +2,8 @@
 //! box, and pasting an edit back so that pixels outside the feathered mask
 //! stay exactly the input's.
 
-pub use byteedit_edit::pixels::is_masked;
 use byteedit_edit::Rect;
+pub use byteedit_edit::pixels::is_masked;
 use image::{GrayImage, RgbImage};
 
 /// Grows (`px > 0`) or shrinks (`px < 0`) the binarised mask by `|px|` pixels

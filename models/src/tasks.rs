@@ -102,7 +102,11 @@ pub struct NativeSize {
 impl NativeSize {
     /// The size a `width`x`height` crop is edited at under `choice`, or why
     /// it cannot be (a size the VAE cannot take, or one too large).
-    pub fn working_size(&self, choice: WorkingSize, (width, height): (u32, u32)) -> Result<(u32, u32)> {
+    pub fn working_size(
+        &self,
+        choice: WorkingSize,
+        (width, height): (u32, u32),
+    ) -> Result<(u32, u32)> {
         let m = self.multiple.max(1);
         let (ww, wh) = choice.for_crop((width, height), self.native, m);
         if !ww.is_multiple_of(m) || !wh.is_multiple_of(m) {
@@ -489,7 +493,8 @@ mod tests {
     };
 
     fn native(width: u32, height: u32) -> (u32, u32) {
-        TINY.working_size(WorkingSize::Native, (width, height)).unwrap()
+        TINY.working_size(WorkingSize::Native, (width, height))
+            .unwrap()
     }
 
     #[test]
@@ -643,7 +648,10 @@ mod tests {
             height: 70,
         };
         let err = plan_at(odd).unwrap_err().to_string();
-        assert!(err.contains("multiples of 8") && err.contains("104x72"), "{err}");
+        assert!(
+            err.contains("multiples of 8") && err.contains("104x72"),
+            "{err}"
+        );
         // The original size of a photo is refused past the working-size bound.
         let big = RgbImage::new(3000, 40);
         let mut big_mask = GrayImage::new(3000, 40);

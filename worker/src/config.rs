@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use clap::Args;
 use byteedit_models::ServingDefaults;
+use clap::Args;
 
 /// `NAME=DIR`: serve the diffusers folder DIR under the name NAME.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,18 +5,18 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use byteedit_edit::EditForm;
 use byteedit_jobs::db::idempotency::{self, KeyState};
 use byteedit_jobs::db::{self, NewJob};
 use byteedit_jobs::job::keys;
 use byteedit_jobs::{JobError, JobRecord, JobStatus};
-use byteedit_edit::EditForm;
 use uuid::Uuid;
 
-use crate::views::job_out;
 use crate::auth::ClientAuth;
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
 use crate::validation::{RawEditForm, canvas_limits, validate};
+use crate::views::job_out;
 
 /// The `Idempotency-Key` header, checked.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
-use byteedit_models::image_io::{read_image, to_rgb};
+use byteedit_models::image_io::{max_level_diff, read_image, to_rgb};
 use byteedit_models::random_model::write_random_model;
 use byteedit_models::weights::{SaveDtype, TensorStore, save_safetensors};
 use clap::{Args, Subcommand, ValueEnum};
@@ -158,7 +158,6 @@ fn cases(args: CasesArgs) -> Result<()> {
     let mask = f.join("expected_mask.png");
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create `{}`", args.out.display()))?;
-    let model = f;
     let tensors_path = f.join("expected.safetensors");
     let tensors = TensorStore::open_files(f, std::slice::from_ref(&tensors_path))?;
 
@@ -188,7 +187,7 @@ fn cases(args: CasesArgs) -> Result<()> {
         // reference noise; the empty negative prompt is the edit's default.
         let edit_args: Vec<String> = vec![
             "--model".into(),
-            path_arg(&model)?,
+            path_arg(f)?,
             "--image".into(),
             path_arg(&image)?,
             "--mask".into(),
@@ -261,13 +260,7 @@ fn compare_png(args: CompareArgs) -> Result<()> {
         b.width(),
         b.height()
     );
-    let worst = a
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(x, y)| x.abs_diff(*y))
-        .max()
-        .unwrap_or(0);
+    let worst = max_level_diff(&a, &b);
     // The script reads this line whether or not the images match.
     println!("max diff {worst} levels over {}x{}", a.width(), a.height());
     ensure!(

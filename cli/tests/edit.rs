@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use byteedit_models::image_io::{read_image, to_rgb};
+use byteedit_models::image_io::{max_level_diff, read_image, to_rgb};
 use byteedit_models::weights::{SaveDtype, TensorStore, save_safetensors};
 
 fn fixture() -> PathBuf {
@@ -116,13 +116,7 @@ fn edit_reproduces_the_diffusers_pipeline_from_given_latents() {
     let ours = to_rgb(&read_image(&out_png).unwrap());
     let reference = to_rgb(&read_image(&f.join("expected_ddim_8_cfg.png")).unwrap());
     assert_eq!(ours.dimensions(), reference.dimensions());
-    let worst = ours
-        .as_raw()
-        .iter()
-        .zip(reference.as_raw())
-        .map(|(a, b)| a.abs_diff(*b))
-        .max()
-        .unwrap();
+    let worst = max_level_diff(&ours, &reference);
     assert!(worst <= 1, "differs from diffusers by {worst} levels");
 }
 

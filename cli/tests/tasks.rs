@@ -12,7 +12,7 @@ mod support;
 use std::path::PathBuf;
 
 use byteedit_jobs::EditParams;
-use byteedit_models::image_io::{alpha_mask, decode_image, to_luma, to_rgb};
+use byteedit_models::image_io::{alpha_mask, decode_image, max_level_diff, to_luma, to_rgb};
 use byteedit_models::tasks::EditPlan;
 use byteedit_models::tasks::TaskOptions;
 use byteedit_models::{EditRequest, InpaintModel};
@@ -353,13 +353,7 @@ fn check_golden(name: &str, served: &RgbImage) {
         )
     }));
     assert_eq!(golden.dimensions(), served.dimensions(), "{name}");
-    let worst = golden
-        .as_raw()
-        .iter()
-        .zip(served.as_raw())
-        .map(|(a, b)| a.abs_diff(*b))
-        .max()
-        .unwrap_or(0);
+    let worst = max_level_diff(&golden, served);
     assert!(
         worst <= 2,
         "{name}: differs from {} by {worst} levels",

@@ -177,6 +177,18 @@ pub fn to_rgb8(pixels: &[f32], width: u32, height: u32) -> Result<RgbImage> {
     })
 }
 
+/// The largest difference of any channel of any pixel, in 8-bit levels (how
+/// references are compared: "within 1 level"). Images of different sizes
+/// compare only their common bytes: check the sizes first.
+pub fn max_level_diff(a: &RgbImage, b: &RgbImage) -> u8 {
+    a.as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap_or(0)
+}
+
 /// Writes a PNG (the folder must exist).
 pub fn write_png(image: &RgbImage, path: &Path) -> Result<()> {
     image

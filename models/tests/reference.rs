@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 
 use burn::prelude::*;
 use byteedit_models::InpaintModel;
-use byteedit_models::image_io::{read_image, to_rgb};
+use byteedit_models::image_io::{max_level_diff, read_image, to_rgb};
 use byteedit_models::schedulers::{Scheduler, SchedulerKind};
 use common::{B, Expected, FIXTURES, assert_close, assert_slices_close, fixture};
 
@@ -174,13 +174,7 @@ fn whole_pipeline_matches_reference() {
             let png =
                 to_rgb(&read_image(&dir.join(format!("expected_{}.png", case.name))).unwrap());
             let ours = output.to_rgb8().unwrap();
-            let worst = ours
-                .as_raw()
-                .iter()
-                .zip(png.as_raw())
-                .map(|(a, b)| a.abs_diff(*b))
-                .max()
-                .unwrap();
+            let worst = max_level_diff(&ours, &png);
             assert!(worst <= 1, "{what}: PNG differs by {worst} levels");
         }
     }

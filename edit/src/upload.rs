@@ -42,20 +42,26 @@ impl CanvasLimits {
         limits
     }
 
-    /// Checks a `width`x`height` image or canvas; `what` says which (and
-    /// names the field that made it).
+    /// Checks a `width`x`height` image or canvas; `what` says which, and
+    /// `cause` (when not empty) the field that made it that large.
     pub fn check(
         &self,
         field: &'static str,
         what: &str,
+        cause: &str,
         (width, height): (u32, u32),
     ) -> Result<(), EditError> {
+        let cause = if cause.is_empty() {
+            String::new()
+        } else {
+            format!(" (from {cause})")
+        };
         let max_side = self.max_side;
         if width > max_side || height > max_side {
             return Err(EditError::ImageTooLarge {
                 field,
                 message: format!(
-                    "{what} is {width}x{height}; each side must be at most {max_side} pixels"
+                    "{what} is {width}x{height}{cause}; each side must be at most {max_side} pixels"
                 ),
             });
         }
@@ -64,7 +70,7 @@ impl CanvasLimits {
             return Err(EditError::ImageTooLarge {
                 field,
                 message: format!(
-                    "{what} is {width}x{height} ({megapixels:.1} MP); at most {} MP is accepted",
+                    "{what} is {width}x{height}{cause} ({megapixels:.1} MP); at most {} MP is accepted",
                     self.max_megapixels
                 ),
             });

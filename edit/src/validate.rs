@@ -353,7 +353,8 @@ pub fn validate(
     };
     let image_size = head.size();
     let (iw, ih) = image_size;
-    ctx.limits.check("image", &n.field("image"), image_size)?;
+    ctx.limits
+        .check("image", &n.field("image"), "", image_size)?;
 
     // Resolved here, so the job records the sides used.
     let request = OutpaintRequest {
@@ -386,18 +387,15 @@ pub fn validate(
     if task == Task::Outpaint {
         let too_wide = canvas.0 > max_side;
         let cause = canvas_cause(&request, sides, too_wide);
-        ctx.limits.check(
-            cause,
-            &format!("the canvas that {} asks for", n.field(cause)),
-            canvas,
-        )?;
+        ctx.limits
+            .check(cause, "the extended canvas", &n.field(cause), canvas)?;
     }
 
     // The mask: a file, or the image's alpha. Its pixels are checked here so
     // an empty mask is refused now rather than failing the job later.
     match (images.mask()?, task) {
         (Some(mh), _) => {
-            ctx.limits.check("mask", &n.field("mask"), mh.size())?;
+            ctx.limits.check("mask", &n.field("mask"), "", mh.size())?;
             if mh.size() != image_size && !mask_resize {
                 return Err(EditError::SizeMismatch {
                     message: format!(

@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::settings::{
-    RateLimits, RetentionSettings, Settings, UploadLimits, WebhookSettings, duration_at_least,
+    HttpLimits, RateLimits, RetentionSettings, Settings, UploadLimits, WebhookSettings,
+    duration_at_least,
 };
 
 #[derive(Args, Debug, Clone)]
@@ -67,6 +68,21 @@ pub struct ApiArgs {
     /// front of the output paths in webhook bodies. Unset: paths only.
     #[arg(long, env = "BYTEEDIT_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Seconds a client has to send a request's line and headers, from the
+    /// moment its connection can take one (opened, or the previous response
+    /// sent): so also how long an idle keep-alive connection stays open.
+    #[arg(long, env = "BYTEEDIT_HEADER_TIMEOUT_SECS", default_value_t = 15.0, value_parser = byteedit_jobs::config::parse_seconds)]
+    pub header_timeout_secs: f64,
+    /// Seconds a client has to send a request's whole body once its headers
+    /// arrived (the default lets a phone send a 64 MB upload at 2 Mbit/s).
+    /// Past it the request gets a 408 and the connection is closed.
+    #[arg(long, env = "BYTEEDIT_BODY_TIMEOUT_SECS", default_value_t = 300.0, value_parser = byteedit_jobs::config::parse_seconds)]
+    pub body_timeout_secs: f64,
+    /// Connections served at once (event streams included); one more is
+    /// answered 503 `too_many_connections` and closed.
+    #[arg(long, env = "BYTEEDIT_MAX_CONNECTIONS", default_value_t = 1024,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
 }
 
 /// How long finished jobs keep their images; `None`: forever. (A newtype,
@@ -137,6 +153,11 @@ impl ApiArgs {
                 timeout: duration_at_least(self.webhook_timeout_secs, tenth),
                 public_url: self.public_url.clone(),
             },
+            http: HttpLimits {
+                header_timeout: duration_at_least(self.header_timeout_secs, tenth),
+                body_timeout: duration_at_least(self.body_timeout_secs, tenth),
+                max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            },
         }
     }
 }
@@ -159,6 +180,9 @@ impl Default for ApiArgs {
             webhook_backoff_secs: 10.0,
             webhook_timeout_secs: 10.0,
             public_url: None,
+            header_timeout_secs: 15.0,
+            body_timeout_secs: 300.0,
+            max_connections: 1024,
         }
     }
 }
@@ -217,5 +241,6 @@ mod tests {
             Some(Duration::from_secs(7 * 86400))
         );
         assert_eq!(settings.retention.sweep_every, Duration::from_millis(100));
+        assert_eq!(settings.http, crate::settings::HttpLimits::default());
     }
 }

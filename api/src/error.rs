@@ -48,6 +48,11 @@ pub enum ApiError {
     /// A body above a JSON route's limit (413).
     #[error("the request body is larger than the {limit_kb} KB limit of this route")]
     BodyTooLarge { limit_kb: usize },
+    /// A body that did not arrive within `--body-timeout-secs` (408).
+    #[error(
+        "the request body did not arrive within {secs} s of its headers; send it faster, or send smaller images"
+    )]
+    BodyTimeout { secs: u64 },
     /// The job existed but retention removed its images (410).
     #[error("{0}")]
     Gone(String),
@@ -80,6 +85,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::TooLarge { .. } | Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Gone(_) => StatusCode::GONE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -100,6 +106,7 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::TooLarge { .. } | Self::BodyTooLarge { .. } => "payload_too_large",
+            Self::BodyTimeout { .. } => "body_timeout",
             Self::Gone(_) => "expired",
             Self::Unavailable(_) => "unavailable",
             Self::Backend(e) => match e.unavailable_service() {
@@ -125,6 +132,18 @@ pub struct ErrorBody {
     pub code: String,
     /// What went wrong and what to change.
     pub message: String,
+}
+
+/// An error answer in the one shape, for answers made outside a handler
+/// (framework rejections rewritten by `routes::guards`).
+pub fn json_error(status: StatusCode, code: &str, message: String) -> Response {
+    let body = ErrorResponse {
+        error: ErrorBody {
+            code: code.to_owned(),
+            message,
+        },
+    };
+    (status, Json(body)).into_response()
 }
 
 impl IntoResponse for ApiError {
@@ -158,13 +177,14 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let body = ErrorResponse {
-            error: ErrorBody {
-                code: self.code().to_owned(),
-                message,
-            },
-        };
-        let mut response = (status, Json(body)).into_response();
+        let mut response = json_error(status, self.code(), message);
+        if matches!(self, Self::BodyTimeout { .. }) {
+            // The rest of the body may still come: the connection cannot
+            // carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(secs) = retry_after {
             response
                 .headers_mut()

@@ -6,7 +6,7 @@
 //! [`error::ApiError`] is the only way an error reaches a client. The
 //! process is assembled here: flags ([`ApiArgs`]) become [`Settings`] once,
 //! the state is built from them, and [`serve`] runs the router with the
-//! [`Background`] loops.
+//! [`Background`] loops, behind [`server`]'s connection limits.
 
 pub mod auth;
 pub mod background;
@@ -18,13 +18,14 @@ pub mod metrics;
 pub mod openapi;
 pub mod retention;
 pub mod routes;
+pub mod server;
 pub mod settings;
 pub mod state;
 pub mod validation;
 pub mod views;
 pub mod webhooks;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::time::Duration;
 
 use axum::Router;
@@ -69,35 +70,8 @@ pub async fn serve_draining(
 ) -> std::io::Result<()> {
     tracing::info!("API listening on http://{}", listener.local_addr()?);
     let background = Background::start(&state);
-    let served = serve_router(listener, state, shutdown, grace).await;
+    let limits = state.settings.http;
+    let served = server::serve(listener, router(state), limits, shutdown, grace).await;
     background.stop().await;
     served
-}
-
-async fn serve_router(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let (signaled, on_signal) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = signaled.send(());
-        })
-        .into_future();
-    let deadline = async move {
-        match on_signal.await {
-            Ok(()) => tokio::time::sleep(grace).await,
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        result = server => result,
-        () = deadline => {
-            tracing::warn!("requests still open after the {grace:?} grace period; closing them");
-            Ok(())
-        }
-    }
 }

@@ -17,7 +17,9 @@ use crate::routes::{
         title = "ByteEdit API",
         description = "Generative image editing: outpainting, inpainting and erasing with a latent-diffusion model. \
 Submit an edit with `POST /v1/edits` (multipart), follow it with `GET /v1/jobs/{id}` or its `/events` stream, \
-and download the outputs. Every error has the shape `{\"error\": {\"code\", \"message\"}}`. \
+and download the outputs. Every error has the shape `{\"error\": {\"code\", \"message\"}}`, \
+also those of the connection itself: 400 `bad_request` (bytes HTTP forbids), 414 `uri_too_long`, \
+431 `headers_too_large`, 503 `too_many_connections`; a connection that does not send its headers in time is closed. \
 Every route but health and metrics needs `Authorization: Bearer <API key>`; a key's role (`client`, `volunteer`, \
 `admin`) says what it may do, and each key has a rate limit (429 with `Retry-After`).",
         license(name = "Apache-2.0")
@@ -209,8 +211,8 @@ impl Modify for Unavailable {
     }
 }
 
-/// Every route that takes a body answers 400 when it cannot be read and 413
-/// above the route's limit (`routes/body.rs`): documented once here; a
+/// Every route that takes a body answers 400 when it cannot be read, 408
+/// when it comes too slowly (`routes/guards.rs`) and 413 above the route's limit (`routes/body.rs`): documented once here; a
 /// handler may still describe its own.
 struct BodyErrors;
 
@@ -224,6 +226,10 @@ impl Modify for BodyErrors {
                 operation,
                 &[
                     ("400", "The body cannot be read (not JSON, or not a form)"),
+                    (
+                        "408",
+                        "The body did not arrive within the server's body timeout (`body_timeout`); the connection is closed",
+                    ),
                     ("413", "The body is larger than the route's limit"),
                 ],
             );

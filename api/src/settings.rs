@@ -18,6 +18,33 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// The webhook dispatcher (`webhooks.rs`).
     pub webhooks: WebhookSettings,
+    /// Connection and body-read limits (`server.rs`, `routes/guards.rs`).
+    pub http: HttpLimits,
+}
+
+/// How long a client may take and how many may be connected: what keeps
+/// slow or idle clients from holding the server's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request's line and headers must arrive within this, counted from
+    /// the moment the connection can take a request (when it opens, or when
+    /// the previous response on it ended): so it is also the keep-alive
+    /// idle timeout. hyper's `header_read_timeout`.
+    pub header_timeout: Duration,
+    /// A request's whole body must arrive within this after its headers.
+    pub body_timeout: Duration,
+    /// Connections served at once; one more gets a 503 and is closed.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(15),
+            body_timeout: Duration::from_secs(300),
+            max_connections: 1024,
+        }
+    }
 }
 
 /// The largest uploads accepted; sides and megapixels apply after

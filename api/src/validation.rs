@@ -157,18 +157,24 @@ impl RawEditForm {
     }
 }
 
-/// A text part: UTF-8 without NUL (Postgres text and JSON cannot store
-/// NUL: a 500 otherwise).
+/// A text part: UTF-8 without NUL.
 fn text(name: &str, bytes: Bytes) -> Result<String, ApiError> {
     let text = String::from_utf8(bytes.to_vec())
         .map_err(|_| ApiError::invalid("invalid_field", format!("`{name}` is not UTF-8 text")))?;
+    refuse_nul(&format!("`{name}`"), &text)?;
+    Ok(text)
+}
+
+/// Refuses text with a NUL character, which Postgres text (and so any
+/// query that uses it) cannot hold: a 422 naming `what`, not a 500.
+pub fn refuse_nul(what: &str, text: &str) -> Result<(), ApiError> {
     if text.contains('\0') {
         return Err(ApiError::invalid(
             "invalid_field",
-            format!("`{name}` contains a NUL character"),
+            format!("{what} contains a NUL character (U+0000), which cannot be stored; remove it"),
         ));
     }
-    Ok(text)
+    Ok(())
 }
 
 /// The deployment's canvas limits.

@@ -4,6 +4,7 @@ pub(crate) mod body;
 pub mod comparisons;
 pub mod edits;
 pub mod events;
+pub mod guards;
 pub mod health;
 pub mod jobs;
 pub mod keys;
@@ -17,6 +18,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::ApiError;
@@ -25,11 +28,8 @@ use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     let upload_limit = state.settings.uploads.max_upload_bytes();
+    let json_limit = body::JSON_LIMIT_KB * 1024;
     let v1 = Router::new()
-        .route(
-            "/edits",
-            post(edits::create_edit).layer(DefaultBodyLimit::max(upload_limit)),
-        )
         .route("/jobs", get(jobs::list_jobs))
         .route("/jobs/{id}", get(jobs::get_job).delete(jobs::cancel_job))
         .route("/jobs/{id}/outputs/{index}", get(jobs::get_output))
@@ -40,15 +40,19 @@ pub fn router(state: AppState) -> Router {
         .route("/models", get(models::list_models))
         .route("/keys", post(keys::create_key).get(keys::list_keys))
         .route("/keys/{id}", axum::routing::delete(keys::revoke_key))
-        .route(
-            "/comparisons",
-            post(comparisons::create_comparison).layer(DefaultBodyLimit::max(upload_limit)),
-        )
         .route("/comparisons/next", get(comparisons::next_comparison))
         .route("/comparisons/{id}/votes", post(comparisons::vote))
         .route("/stats/gsb", get(stats::gsb))
         .route("/stats/ratings", get(stats::ratings))
         .route("/preferences/export", get(preferences::export));
+    // The routes that take images. Both layers hold the upload limit: the
+    // extractors' (`DefaultBodyLimit`) and tower-http's, which refuses a
+    // larger `Content-Length` before reading any byte of the body.
+    let uploads = Router::new()
+        .route("/v1/edits", post(edits::create_edit))
+        .route("/v1/comparisons", post(comparisons::create_comparison))
+        .layer(DefaultBodyLimit::max(upload_limit))
+        .layer(RequestBodyLimitLayer::new(upload_limit));
     Router::new()
         .nest("/v1", v1)
         .route("/vote", get(vote_page::vote_page))
@@ -58,12 +62,19 @@ pub fn router(state: AppState) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::spec()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Every body-reading extractor obeys this; the upload routes raise
-        // it to the upload limit above (the route's layer wins).
-        .layer(DefaultBodyLimit::max(body::JSON_LIMIT_KB * 1024))
+        // Every other route takes JSON at most.
+        .layer(DefaultBodyLimit::max(json_limit))
+        .layer(RequestBodyLimitLayer::new(json_limit))
+        .merge(uploads)
+        .layer(middleware::from_fn(guards::refuse_nul_text))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            too_large_as_json,
+            guards::body_deadline,
+        ))
+        .layer(CatchPanicLayer::custom(guards::panicked))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guards::errors_as_json,
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -72,43 +83,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// A body refused for its size before any handler ran (by hyper or a
-/// rejection that does not go through [`body`]) still gets the API's JSON
-/// error shape.
-async fn too_large_as_json(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    request: axum::extract::Request,
-    next: middleware::Next,
-) -> axum::response::Response {
-    let multipart = request
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("multipart/"));
-    let response = next.run(request).await;
-    let is_json = response
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE && !is_json {
-        use axum::response::IntoResponse;
-        return if multipart {
-            ApiError::TooLarge {
-                limit_mb: state.settings.uploads.max_upload_mb,
-            }
-            .into_response()
-        } else {
-            ApiError::BodyTooLarge {
-                limit_kb: body::JSON_LIMIT_KB,
-            }
-            .into_response()
-        };
-    }
-    response
-}
-
 async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::NotFound(format!("no route `{}`; see /docs for the API", uri.path()))
+    ApiError::NotFound(format!(
+        "no route `{}`; see /docs for the API",
+        guards::excerpt(uri.path())
+    ))
 }
 
 async fn method_not_allowed(
@@ -119,7 +98,7 @@ async fn method_not_allowed(
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
         ApiError::BadRequest(format!(
             "`{method}` is not allowed on `{}`; see /docs",
-            uri.path()
+            guards::excerpt(uri.path())
         )),
     )
 }

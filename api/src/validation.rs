@@ -179,20 +179,26 @@ pub fn canvas_limits(uploads: &UploadLimits) -> CanvasLimits {
     }
 }
 
-/// Checks a form for `model` (decoding masks: call it off the async threads).
+/// A checked edit and the files to store for it.
+#[derive(Debug)]
+pub struct Checked {
+    pub edit: ValidEdit,
+    /// The image as stored: the upload cut at the image's end.
+    pub image: Bytes,
+    pub mask: Option<Bytes>,
+}
+
+/// Checks a form for `model`, decoding every file whole once (call it off
+/// the async threads).
 pub fn validate(
     form: &RawEditForm,
     limits: CanvasLimits,
     model: &ModelStatus,
-) -> Result<ValidEdit, ApiError> {
-    let uploads = Uploads {
-        image: form.edit.image.as_ref(),
-        mask: form.edit.mask.as_ref(),
-        limits,
-    };
-    Ok(byteedit_edit::validate(
-        &form.edit,
-        &uploads,
-        &Context::form(&model.info, limits),
-    )?)
+) -> Result<Checked, ApiError> {
+    let uploads = Uploads::new(form.edit.image.as_ref(), form.edit.mask.as_ref(), limits);
+    let edit = byteedit_edit::validate(&form.edit, &uploads, &Context::form(&model.info, limits))?;
+    let (image, mask) = uploads.stored()?;
+    // Validation refuses a form without an image.
+    let image = image.ok_or_else(|| ApiError::Internal("a validated form has no image".into()))?;
+    Ok(Checked { edit, image, mask })
 }

@@ -12,6 +12,7 @@
 pub mod error;
 pub mod form;
 pub mod geometry;
+pub mod image_file;
 pub mod model;
 pub mod params;
 pub mod pixels;

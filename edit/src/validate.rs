@@ -391,11 +391,18 @@ pub fn validate(
             .check(cause, "the extended canvas", &n.field(cause), canvas)?;
     }
 
+    let mask_head = images.mask()?;
+    if let Some(mh) = mask_head {
+        ctx.limits.check("mask", &n.field("mask"), "", mh.size())?;
+    }
+    // Every size passed: now the files are read whole, so a truncated or
+    // corrupt one is refused here rather than failing its job.
+    images.complete()?;
+
     // The mask: a file, or the image's alpha. Its pixels are checked here so
     // an empty mask is refused now rather than failing the job later.
-    match (images.mask()?, task) {
+    match (mask_head, task) {
         (Some(mh), _) => {
-            ctx.limits.check("mask", &n.field("mask"), "", mh.size())?;
             if mh.size() != image_size && !mask_resize {
                 return Err(EditError::SizeMismatch {
                     message: format!(

@@ -7,7 +7,7 @@
 use axum::extract::Multipart;
 use axum::extract::multipart::MultipartError;
 use byteedit_edit::validate::number;
-use byteedit_edit::{CanvasLimits, Context, EditForm, Naming, Uploads, ValidEdit};
+use byteedit_edit::{CanvasLimits, Context, EditForm, Naming, Uploads, ValidEdit, quote};
 use byteedit_jobs::db::ModelStatus;
 use bytes::Bytes;
 
@@ -45,7 +45,8 @@ impl RawEditForm {
                 return Err(ApiError::invalid(
                     "unknown_field",
                     format!(
-                        "unknown form field `{name}`; the fields are {}",
+                        "unknown form field {}; the fields are {}",
+                        quote(&name),
                         [EditForm::FIELDS, extra].concat().join(", ")
                     ),
                 ));

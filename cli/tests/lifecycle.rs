@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
+use byteedit_edit::EditForm;
 use byteedit_jobs::db::webhooks;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -627,6 +628,90 @@ async fn only_the_image_is_stored_not_the_bytes_sent_after_it() {
     let (status, _, stored) = svc.download(&format!("/v1/jobs/{id}/mask")).await;
     assert_eq!(status, 200);
     assert!(stored == mask, "{} bytes stored", stored.len());
+    svc.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_value_of_any_length_is_quoted_by_a_short_prefix() {
+    let mut svc = Service::start(0).await;
+    svc.register_model_only().await;
+    let nines = "9".repeat(500_000);
+    let accents = "é".repeat(500_000);
+    let texts = EditForm::FIELDS
+        .iter()
+        .filter(|f| !["image", "mask"].contains(f));
+    for &field in texts {
+        let value = if field == "anchor" { &accents } else { &nines };
+        let task = if EditForm::OUTPAINT_FIELDS.contains(&field) {
+            "outpaint"
+        } else {
+            "erase"
+        };
+        let mut fields = vec![(field, value.as_str())];
+        if field != "task" {
+            fields.push(("task", task));
+        }
+        let (status, body) = svc.submit(&fields, true).await;
+        assert_eq!(status, 422, "{field}: {:.300}", body.to_string());
+        let code = error_code(&body);
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            body.to_string().len() < 1000,
+            "{field} ({code}): {:.300}",
+            body.to_string()
+        );
+        assert!(
+            message.contains(&format!("`{field}`")) || code == "unknown_model",
+            "{field}: {message}"
+        );
+        // Prompts are refused by their length, not quoted.
+        if !field.ends_with("prompt") {
+            assert!(
+                message.contains("…` (499960 more characters)"),
+                "{field}: {message}"
+            );
+        }
+    }
+    // A route's own number (comparisons' `votes_wanted`), and a model named
+    // in a comparison.
+    let long = nines.as_str();
+    let cases = [
+        (
+            "votes_wanted",
+            [
+                ("candidate_model", "tiny"),
+                ("baseline_model", "other"),
+                ("votes_wanted", long),
+            ],
+        ),
+        (
+            "candidate_model",
+            [
+                ("candidate_model", long),
+                ("baseline_model", "tiny"),
+                ("task", "erase"),
+            ],
+        ),
+    ];
+    for (field, fields) in cases {
+        let mut all = fields.to_vec();
+        if field != "candidate_model" {
+            all.push(("task", "erase"));
+        }
+        let form = fixture_form(&all, true);
+        let (status, body) = svc.post_form_as(&svc.admin, "/v1/comparisons", form).await;
+        assert_eq!(status, 422, "{field}: {:.300}", body.to_string());
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            body.to_string().len() < 1000,
+            "{field}: {:.300}",
+            body.to_string()
+        );
+        assert!(
+            message.contains("…` (499960 more characters)"),
+            "{field}: {message}"
+        );
+    }
     svc.finish().await;
 }
 

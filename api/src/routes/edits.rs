@@ -5,7 +5,7 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use byteedit_edit::EditForm;
+use byteedit_edit::{EditForm, quote};
 use byteedit_jobs::db::idempotency::{self, KeyState};
 use byteedit_jobs::db::{self, NewJob};
 use byteedit_jobs::job::keys;
@@ -90,7 +90,11 @@ pub async fn submit(
         let known: Vec<&str> = models.iter().map(|m| m.info.name.as_str()).collect();
         ApiError::invalid(
             "unknown_model",
-            format!("no model `{name}`; the models are: {}", known.join(", ")),
+            format!(
+                "no model {}; the models are: {}",
+                quote(name),
+                known.join(", ")
+            ),
         )
     })?;
     crate::limits::admit(state, name).await?;

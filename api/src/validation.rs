@@ -7,7 +7,7 @@
 use axum::extract::Multipart;
 use axum::extract::multipart::MultipartError;
 use byteedit_edit::validate::number;
-use byteedit_edit::{CanvasLimits, Context, EditForm, Naming, Uploads, ValidEdit};
+use byteedit_edit::{CanvasLimits, Context, EditForm, Naming, Uploads, ValidEdit, quote};
 use byteedit_jobs::db::ModelStatus;
 use bytes::Bytes;
 
@@ -45,7 +45,8 @@ impl RawEditForm {
                 return Err(ApiError::invalid(
                     "unknown_field",
                     format!(
-                        "unknown form field `{name}`; the fields are {}",
+                        "unknown form field {}; the fields are {}",
+                        quote(&name),
                         [EditForm::FIELDS, extra].concat().join(", ")
                     ),
                 ));
@@ -185,20 +186,26 @@ pub fn canvas_limits(uploads: &UploadLimits) -> CanvasLimits {
     }
 }
 
-/// Checks a form for `model` (decoding masks: call it off the async threads).
+/// A checked edit and the files to store for it.
+#[derive(Debug)]
+pub struct Checked {
+    pub edit: ValidEdit,
+    /// The image as stored: the upload cut at the image's end.
+    pub image: Bytes,
+    pub mask: Option<Bytes>,
+}
+
+/// Checks a form for `model`, decoding every file whole once (call it off
+/// the async threads).
 pub fn validate(
     form: &RawEditForm,
     limits: CanvasLimits,
     model: &ModelStatus,
-) -> Result<ValidEdit, ApiError> {
-    let uploads = Uploads {
-        image: form.edit.image.as_ref(),
-        mask: form.edit.mask.as_ref(),
-        limits,
-    };
-    Ok(byteedit_edit::validate(
-        &form.edit,
-        &uploads,
-        &Context::form(&model.info, limits),
-    )?)
+) -> Result<Checked, ApiError> {
+    let uploads = Uploads::new(form.edit.image.as_ref(), form.edit.mask.as_ref(), limits);
+    let edit = byteedit_edit::validate(&form.edit, &uploads, &Context::form(&model.info, limits))?;
+    let (image, mask) = uploads.stored()?;
+    // Validation refuses a form without an image.
+    let image = image.ok_or_else(|| ApiError::Internal("a validated form has no image".into()))?;
+    Ok(Checked { edit, image, mask })
 }

@@ -180,7 +180,7 @@ fn body(parts: &[(String, Vec<u8>)], truncate: Option<usize>) -> Vec<u8> {
 fn submit(
     parts: &[(String, Vec<u8>)],
     truncate: Option<usize>,
-) -> Result<Result<byteedit_edit::ValidEdit, byteedit_api::ApiError>, String> {
+) -> Result<Result<byteedit_api::validation::Checked, byteedit_api::ApiError>, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|e| e.to_string())?;
@@ -279,7 +279,7 @@ fn the_format_comes_from_the_bytes_not_the_name_or_type() {
         ("task".to_owned(), b"erase".to_vec()),
     ];
     let edit = submit(&parts, None).unwrap().unwrap();
-    assert_eq!(edit.canvas, (64, 64));
+    assert_eq!(edit.edit.canvas, (64, 64));
     // Text bytes under an image name: a 422 naming the field.
     let mut noise = parts.clone();
     noise[1].1 = b"GIF89a, or rather not an image at all".to_vec();

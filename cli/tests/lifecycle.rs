@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
+use byteedit_edit::EditForm;
 use byteedit_jobs::db::webhooks;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -476,6 +477,241 @@ async fn hostile_and_mislabelled_uploads_get_a_cheap_json_4xx() {
         .await;
     assert_eq!(status, 422, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("2048"));
+    svc.finish().await;
+}
+
+/// A lossless WebP whose header declares 16384x16384 pixels (issue 13):
+/// image-webp 0.2.4 reads that side as 0.
+const WEBP_16384: &[u8] = b"\x52\x49\x46\x46\x18\x00\x00\x00\x57\x45\x42\x50\x56\x50\x38\x4c\x0c\x00\x00\x00\x2f\xff\xff\xff\x1f\x28\x60\x15\x4a\xd1\xff\x00";
+
+/// A RIFF WebP of one chunk `kind` holding `data`: a header, no pixels.
+fn webp_header(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut out = b"RIFF".to_vec();
+    out.extend((12 + data.len() as u32).to_le_bytes());
+    out.extend(b"WEBPVP8");
+    out.extend(&kind[3..]);
+    out.extend((data.len() as u32).to_le_bytes());
+    out.extend(data);
+    out
+}
+
+fn encoded(image: &image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
+    let mut out = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut out), format)
+        .unwrap();
+    out
+}
+
+/// An outpaint form: nothing but the image is needed.
+fn outpaint_form(image: Vec<u8>) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new()
+        .text("task", "outpaint")
+        .text("extend_right", "8")
+        .text("steps", "1")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(image).file_name("image"),
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sizes_are_read_as_the_file_writes_them_and_truncated_files_are_refused_at_upload() {
+    // Jobs stay queued: only the API's answers matter here.
+    let mut svc = Service::start(0).await;
+    svc.register_model_only().await;
+
+    // Every size too large is one code and the limits' sentence, whatever
+    // the format and however far beyond the limit.
+    let side = |w: u32, h: u32| ((w - 1) | (h - 1) << 14).to_le_bytes();
+    let vp8l_5000 = webp_header(b"VP8L", &[&[0x2F][..], &side(5000, 5000), &[0; 7]].concat());
+    let vp8x_2_24 = webp_header(
+        b"VP8X",
+        &[0x10, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
+    );
+    for (what, bytes, size) in [
+        ("lossless WebP 16384", WEBP_16384.to_vec(), "16384x16384"),
+        ("lossless WebP 5000", vp8l_5000, "5000x5000"),
+        ("extended WebP 2^24", vp8x_2_24, "16777216x16777216"),
+        (
+            "PNG 2^30",
+            png_header(1 << 30, 1 << 30),
+            "1073741824x1073741824",
+        ),
+        ("PNG 2^31-1", png_header((1 << 31) - 1, 1), "2147483647x1"),
+        (
+            "PNG 2^26",
+            png_header(1 << 26, 1 << 26),
+            "67108864x67108864",
+        ),
+    ] {
+        let (status, body) = svc.post_form(outpaint_form(bytes)).await;
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (422, "image_too_large"),
+            "{what}: {body}"
+        );
+        assert_eq!(
+            body["error"]["message"],
+            format!("`image` is {size}; each side must be at most 4096 pixels"),
+            "{what}"
+        );
+    }
+
+    // A PNG, a JPEG (zune-jpeg would fill its missing half with grey and the
+    // job would succeed) and a WebP cut in half are refused at upload; the
+    // whole files are accepted.
+    let png = fixture_bytes("expected_image.png");
+    let decoded = image::load_from_memory(&png).unwrap();
+    let rgb = image::DynamicImage::ImageRgb8(decoded.to_rgb8());
+    let jpeg = encoded(&rgb, image::ImageFormat::Jpeg);
+    let webp = encoded(&decoded, image::ImageFormat::WebP);
+    for (what, whole) in [("PNG", png), ("JPEG", jpeg), ("WebP", webp)] {
+        let (status, job) = svc.post_form(outpaint_form(whole.clone())).await;
+        assert_eq!(status, 202, "{what}: {job}");
+        assert_eq!(
+            (job["width"].as_u64(), job["height"].as_u64()),
+            (Some(72), Some(64)),
+            "{what}: {job}"
+        );
+        let half = whole[..whole.len() / 2].to_vec();
+        let (status, body) = svc.post_form(outpaint_form(half)).await;
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (422, "invalid_image"),
+            "{what}: {body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("`image` looks truncated")
+                && message.ends_with("upload the complete file"),
+            "{what}: {message}"
+        );
+    }
+    svc.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_image_is_stored_not_the_bytes_sent_after_it() {
+    let mut svc = Service::start(0).await;
+    svc.register_model_only().await;
+    let (image, mask) = (
+        fixture_bytes("expected_image.png"),
+        fixture_bytes("expected_mask.png"),
+    );
+    // 60 MB of junk after a 64x64 PNG: within the 64 MB upload limit.
+    let mut sent = image.clone();
+    sent.extend(std::iter::repeat_n(0x5A, 60_000_000));
+    let mut sent_mask = mask.clone();
+    sent_mask.extend(b"trailing words after the mask's IEND chunk");
+    let form = reqwest::multipart::Form::new()
+        .text("task", "erase")
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(sent).file_name("image.png"),
+        )
+        .part(
+            "mask",
+            reqwest::multipart::Part::bytes(sent_mask).file_name("mask.png"),
+        );
+    let (status, job) = svc.post_form(form).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let (status, _, stored) = svc.download(&format!("/v1/jobs/{id}/input")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        stored.len(),
+        image.len(),
+        "the stored input is the image alone"
+    );
+    assert!(stored == image);
+    let (status, _, stored) = svc.download(&format!("/v1/jobs/{id}/mask")).await;
+    assert_eq!(status, 200);
+    assert!(stored == mask, "{} bytes stored", stored.len());
+    svc.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_value_of_any_length_is_quoted_by_a_short_prefix() {
+    let mut svc = Service::start(0).await;
+    svc.register_model_only().await;
+    let nines = "9".repeat(500_000);
+    let accents = "é".repeat(500_000);
+    let texts = EditForm::FIELDS
+        .iter()
+        .filter(|f| !["image", "mask"].contains(f));
+    for &field in texts {
+        let value = if field == "anchor" { &accents } else { &nines };
+        let task = if EditForm::OUTPAINT_FIELDS.contains(&field) {
+            "outpaint"
+        } else {
+            "erase"
+        };
+        let mut fields = vec![(field, value.as_str())];
+        if field != "task" {
+            fields.push(("task", task));
+        }
+        let (status, body) = svc.submit(&fields, true).await;
+        assert_eq!(status, 422, "{field}: {:.300}", body.to_string());
+        let code = error_code(&body);
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            body.to_string().len() < 1000,
+            "{field} ({code}): {:.300}",
+            body.to_string()
+        );
+        assert!(
+            message.contains(&format!("`{field}`")) || code == "unknown_model",
+            "{field}: {message}"
+        );
+        // Prompts are refused by their length, not quoted.
+        if !field.ends_with("prompt") {
+            assert!(
+                message.contains("…` (499960 more characters)"),
+                "{field}: {message}"
+            );
+        }
+    }
+    // A route's own number (comparisons' `votes_wanted`), and a model named
+    // in a comparison.
+    let long = nines.as_str();
+    let cases = [
+        (
+            "votes_wanted",
+            [
+                ("candidate_model", "tiny"),
+                ("baseline_model", "other"),
+                ("votes_wanted", long),
+            ],
+        ),
+        (
+            "candidate_model",
+            [
+                ("candidate_model", long),
+                ("baseline_model", "tiny"),
+                ("task", "erase"),
+            ],
+        ),
+    ];
+    for (field, fields) in cases {
+        let mut all = fields.to_vec();
+        if field != "candidate_model" {
+            all.push(("task", "erase"));
+        }
+        let form = fixture_form(&all, true);
+        let (status, body) = svc.post_form_as(&svc.admin, "/v1/comparisons", form).await;
+        assert_eq!(status, 422, "{field}: {:.300}", body.to_string());
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            body.to_string().len() < 1000,
+            "{field}: {:.300}",
+            body.to_string()
+        );
+        assert!(
+            message.contains("…` (499960 more characters)"),
+            "{field}: {message}"
+        );
+    }
     svc.finish().await;
 }
 

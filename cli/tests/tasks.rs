@@ -407,28 +407,67 @@ async fn a_mask_of_another_size_is_resized_only_when_asked() {
     service.finish().await;
 }
 
-/// An image whose header is valid but whose pixels are cut off passes the
-/// API's header check; its job fails with `invalid_input` and says why.
+/// An image cut off after a valid header is refused at upload (422: the API
+/// walks the file to its end). One that reaches storage anyway (written
+/// behind the API's back) fails its job with `invalid_input` saying why,
+/// where zune-jpeg would have filled a cut JPEG with grey and succeeded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_image_body_fails_its_job_with_a_clear_error() {
-    let service = Service::start(1).await;
+async fn a_cut_off_image_is_refused_at_upload_and_fails_a_job_that_stores_one() {
+    let mut service = Service::start(1).await;
+    // The job waits while its stored input is swapped.
+    service.workers.pop().unwrap().stop().await.unwrap();
+    let form = |image: Vec<u8>| {
+        reqwest::multipart::Form::new()
+            .text("task", "erase")
+            .text("steps", "1")
+            .part("image", reqwest::multipart::Part::bytes(image))
+            .part(
+                "mask",
+                reqwest::multipart::Part::bytes(png(middle_mask(64, 64).into())),
+            )
+    };
     let image = png(scene(64, 64).into());
-    let cut = image[..image.len() / 2].to_vec();
-    let form = reqwest::multipart::Form::new()
-        .text("task", "erase")
-        .text("steps", "1")
-        .part("image", reqwest::multipart::Part::bytes(cut))
-        .part(
-            "mask",
-            reqwest::multipart::Part::bytes(png(middle_mask(64, 64).into())),
-        );
-    let (status, job) = service.post_form(form).await;
+    let (status, body) = service
+        .post_form(form(image[..image.len() / 2].to_vec()))
+        .await;
+    assert_eq!(
+        (status, support::error_code(&body).as_str()),
+        (422, "invalid_image"),
+        "{body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("`image` looks truncated"), "{message}");
+
+    let mut jpeg = Vec::new();
+    DynamicImage::from(scene(64, 64))
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    let (status, job) = service.post_form(form(jpeg.clone())).await;
     assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap();
+    service
+        .backends
+        .storage
+        .put(
+            &format!("jobs/{id}/input"),
+            jpeg[..jpeg.len() / 2].to_vec().into(),
+        )
+        .await
+        .unwrap();
+    service.add_worker().await;
     let done = service
-        .wait_for(job["id"].as_str().unwrap(), |j| j["status"] == "failed")
+        .wait_for(id, |j| {
+            j["status"] == "failed" || j["status"] == "succeeded"
+        })
         .await;
     assert_eq!(done["error"]["code"], "invalid_input", "{done}");
     let message = done["error"]["message"].as_str().unwrap();
-    assert!(message.contains("image"), "{message}");
+    assert!(
+        message.contains("image") && message.contains("truncated"),
+        "{message}"
+    );
     service.finish().await;
 }

@@ -56,6 +56,23 @@ impl EditError {
     }
 }
 
+/// Most characters of a caller's value a message quotes: enough to
+/// recognise it, while a megabyte of junk is not echoed back.
+pub const QUOTED_CHARS: usize = 40;
+
+/// A caller's value in backticks for a message: whole if short, else its
+/// first [`QUOTED_CHARS`] characters, `…` and how many more there were.
+/// Cut at a character boundary, never inside one.
+pub fn quote(value: &str) -> String {
+    match value.char_indices().nth(QUOTED_CHARS) {
+        None => format!("`{value}`"),
+        Some((cut, _)) => {
+            let more = value[cut..].chars().count();
+            format!("`{}…` ({more} more characters)", &value[..cut])
+        }
+    }
+}
+
 /// How messages spell fields: as form fields (`extend_left`,
 /// `task=outpaint`) for the API, or as flags (`--extend-left`,
 /// `--task outpaint`) for the CLI, so each caller reads the name it typed.
@@ -96,5 +113,37 @@ impl Naming {
                 out
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_value_is_quoted_by_its_first_characters_and_a_count() {
+        assert_eq!(quote("abc"), "`abc`");
+        assert_eq!(quote(""), "``");
+        let forty = "x".repeat(QUOTED_CHARS);
+        assert_eq!(quote(&forty), format!("`{forty}`"));
+        assert_eq!(
+            quote(&format!("{forty}y")),
+            format!("`{forty}…` (1 more characters)")
+        );
+        let nines = "9".repeat(500_000);
+        let quoted = quote(&nines);
+        assert_eq!(
+            quoted,
+            format!("`{}…` (499960 more characters)", &nines[..40])
+        );
+        // Several bytes a character: counted and cut by characters.
+        for c in ['é', '€', '𝄞'] {
+            let long: String = std::iter::repeat_n(c, 100).collect();
+            let quoted = quote(&long);
+            let kept: String = std::iter::repeat_n(c, QUOTED_CHARS).collect();
+            assert_eq!(quoted, format!("`{kept}…` (60 more characters)"), "{c}");
+        }
+        let mixed = format!("{}é{}", "a".repeat(39), "b".repeat(10));
+        assert!(quote(&mixed).starts_with(&format!("`{}é…`", "a".repeat(39))));
     }
 }

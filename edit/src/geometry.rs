@@ -8,6 +8,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::error::quote;
+
 /// Where the original image sits on a larger outpainting canvas.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -75,7 +77,11 @@ impl FromStr for Anchor {
             .find(|a| a.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = Self::ALL.iter().map(|a| a.as_str()).collect();
-                format!("`anchor` must be one of {}; got `{s}`", names.join(", "))
+                format!(
+                    "`anchor` must be one of {}; got {}",
+                    names.join(", "),
+                    quote(s)
+                )
             })
     }
 }
@@ -211,7 +217,8 @@ pub fn canvas_for_aspect(
 pub fn parse_aspect(text: &str) -> Result<(u32, u32), String> {
     let bad = || {
         format!(
-            "`aspect_ratio` must be two whole numbers from 1 to 100 written W:H, e.g. 16:9; got `{text}`"
+            "`aspect_ratio` must be two whole numbers from 1 to 100 written W:H, e.g. 16:9; got {}",
+            quote(text)
         )
     };
     let (w, h) = text.split_once(':').ok_or_else(bad)?;
@@ -295,7 +302,8 @@ impl FromStr for WorkingSize {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
             format!(
-                "`working_size` must be `native`, `original` or WIDTHxHEIGHT (e.g. 512x768, each side 1 to {MAX_WORKING_SIDE}); got `{s}`"
+                "`working_size` must be `native`, `original` or WIDTHxHEIGHT (e.g. 512x768, each side 1 to {MAX_WORKING_SIDE}); got {}",
+                quote(s)
             )
         };
         match s {

@@ -12,6 +12,7 @@
 pub mod error;
 pub mod form;
 pub mod geometry;
+pub mod image_file;
 pub mod model;
 pub mod params;
 pub mod pixels;
@@ -19,7 +20,7 @@ pub mod task;
 pub mod upload;
 pub mod validate;
 
-pub use error::{EditError, Naming};
+pub use error::{EditError, Naming, quote};
 pub use form::{EditForm, bounds};
 pub use geometry::{Anchor, Geometry, Rect, Sides, WorkingSize};
 pub use model::ModelInfo;

@@ -6,6 +6,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::error::quote;
+
 /// The three editing tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -36,7 +38,12 @@ impl FromStr for Task {
         Self::ALL
             .into_iter()
             .find(|v| v.as_str() == s)
-            .ok_or_else(|| format!("`task` must be one of inpaint, erase, outpaint; got `{s}`"))
+            .ok_or_else(|| {
+                format!(
+                    "`task` must be one of inpaint, erase, outpaint; got {}",
+                    quote(s)
+                )
+            })
     }
 }
 

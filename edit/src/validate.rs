@@ -8,7 +8,7 @@
 use std::fmt::Display;
 use std::str::FromStr;
 
-use crate::error::{EditError, Naming};
+use crate::error::{EditError, Naming, quote};
 use crate::form::{EditForm, bounds::*};
 use crate::geometry::{self, Anchor, OutpaintRequest, Sides, WorkingSize};
 use crate::model::ModelInfo;
@@ -98,8 +98,9 @@ impl Fields<'_> {
             Some(other) => Err(self.invalid(
                 name,
                 format!(
-                    "{} must be true or false; got `{other}`",
-                    self.naming.field(name)
+                    "{} must be true or false; got {}",
+                    self.naming.field(name),
+                    quote(other)
                 ),
             )),
         }
@@ -137,8 +138,9 @@ pub fn number<T: FromStr + PartialOrd + Display + Copy>(
         _ => Err(EditError::InvalidField {
             field: name.to_owned(),
             message: format!(
-                "{} must be {kind} from {min} to {max}; got `{raw}`",
-                naming.field(name)
+                "{} must be {kind} from {min} to {max}; got {}",
+                naming.field(name),
+                quote(raw)
             ),
         }),
     }
@@ -149,10 +151,7 @@ pub fn number<T: FromStr + PartialOrd + Display + Copy>(
 pub fn webhook_url(raw: &str) -> Result<String, EditError> {
     let bad = |why: &str| EditError::InvalidField {
         field: "webhook_url".into(),
-        message: format!(
-            "`webhook_url` {why}; got `{}`",
-            raw.chars().take(100).collect::<String>()
-        ),
+        message: format!("`webhook_url` {why}; got {}", quote(raw)),
     };
     if raw.len() > MAX_WEBHOOK_URL {
         return Err(bad(&format!(
@@ -256,9 +255,10 @@ pub fn validate(
             return Err(f.invalid(
                 "scheduler",
                 format!(
-                    "{} must be one of {}; got `{s}`",
+                    "{} must be one of {}; got {}",
                     n.field("scheduler"),
-                    model.schedulers.join(", ")
+                    model.schedulers.join(", "),
+                    quote(s)
                 ),
             ));
         }
@@ -391,11 +391,18 @@ pub fn validate(
             .check(cause, "the extended canvas", &n.field(cause), canvas)?;
     }
 
+    let mask_head = images.mask()?;
+    if let Some(mh) = mask_head {
+        ctx.limits.check("mask", &n.field("mask"), "", mh.size())?;
+    }
+    // Every size passed: now the files are read whole, so a truncated or
+    // corrupt one is refused here rather than failing its job.
+    images.complete()?;
+
     // The mask: a file, or the image's alpha. Its pixels are checked here so
     // an empty mask is refused now rather than failing the job later.
-    match (images.mask()?, task) {
+    match (mask_head, task) {
         (Some(mh), _) => {
-            ctx.limits.check("mask", &n.field("mask"), "", mh.size())?;
             if mh.size() != image_size && !mask_resize {
                 return Err(EditError::SizeMismatch {
                     message: format!(

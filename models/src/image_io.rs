@@ -8,6 +8,7 @@ use burn::tensor::TensorData;
 pub use image::{GrayImage, Rgb, RgbImage};
 use image::{ImageReader, Limits};
 
+use byteedit_edit::image_file;
 use byteedit_edit::pixels::{is_masked, luma};
 
 use crate::error::{ModelError, Result};
@@ -60,9 +61,12 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<image::DynamicImage> {
 }
 
 /// Decodes image bytes whose format (PNG, JPEG, WebP) is read from the bytes
-/// themselves. The header is checked against `bounds` before any pixel is
-/// decoded, so a decompression bomb (a tiny file declaring a huge canvas)
-/// costs microseconds and no memory.
+/// themselves. The header is read by the edit crate's own reader (not the
+/// decoders', which misread some sizes) and checked against `bounds` before
+/// any pixel is decoded, so a decompression bomb (a tiny file declaring a
+/// huge canvas) costs microseconds and no memory. A file that ends before
+/// its image does is refused (decoders would fill the rest in grey); bytes
+/// after the image are not read.
 pub fn decode_image_within(
     bytes: &[u8],
     name: &str,
@@ -72,23 +76,35 @@ pub fn decode_image_within(
         path: name.to_string(),
         message,
     };
-    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| bad(e.to_string()))?;
-    match reader.format() {
-        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::WebP) => {}
-        _ => return Err(bad("unknown format: use PNG, JPEG or WebP".into())),
+    let info = image_file::header(bytes).map_err(|e| bad(e.to_string()))?;
+    let (width, height) = (info.width, info.height);
+    if width > bounds.max_side || height > bounds.max_side {
+        return Err(bad(format!(
+            "{width}x{height} has a side above the {} pixels allowed",
+            bounds.max_side
+        )));
     }
-    reader.limits(bounds.limits());
-    let decoder = reader.into_decoder().map_err(|e| bad(e.to_string()))?;
-    let (width, height) = image::ImageDecoder::dimensions(&decoder);
     if width as u64 * height as u64 > bounds.max_pixels {
         return Err(bad(format!(
             "{width}x{height} is more than the {} pixels allowed",
             bounds.max_pixels
         )));
     }
-    image::DynamicImage::from_decoder(decoder).map_err(|e| bad(e.to_string()))
+    let len = image_file::image_len(bytes).map_err(|e| bad(e.to_string()))?;
+    let mut reader = ImageReader::with_format(
+        std::io::Cursor::new(&bytes[..len]),
+        info.format.image_format(),
+    );
+    reader.limits(bounds.limits());
+    let image = reader.decode().map_err(|e| bad(e.to_string()))?;
+    if (image.width(), image.height()) != (width, height) {
+        return Err(bad(format!(
+            "its header says {width}x{height} but it decodes to {}x{}",
+            image.width(),
+            image.height()
+        )));
+    }
+    Ok(image)
 }
 
 /// RGB, alpha dropped, as PIL's `convert("RGB")`.
@@ -315,6 +331,49 @@ mod tests {
             .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
         assert_eq!(decode_image(&png, "x.jpg").unwrap().width(), 3);
+    }
+
+    fn encoded(image: &image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
+        let mut out = Vec::new();
+        image
+            .write_to(&mut std::io::Cursor::new(&mut out), format)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_truncated_file_is_refused_and_bytes_after_the_image_are_ignored() {
+        let image = image::DynamicImage::ImageRgb8(RgbImage::from_fn(32, 24, |x, y| {
+            Rgb([x as u8 * 8, y as u8 * 10, 128])
+        }));
+        for format in [
+            image::ImageFormat::Png,
+            image::ImageFormat::Jpeg,
+            image::ImageFormat::WebP,
+        ] {
+            let bytes = encoded(&image, format);
+            // zune-jpeg would decode the JPEG's first half and fill the rest.
+            let err = decode_image(&bytes[..bytes.len() / 2], "cut")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("cut") && err.contains("truncated"),
+                "{format:?}: {err}"
+            );
+            let mut junk = bytes.clone();
+            junk.extend([0xAB; 1000]);
+            let decoded = decode_image(&junk, "junk").unwrap();
+            assert_eq!((decoded.width(), decoded.height()), (32, 24), "{format:?}");
+        }
+    }
+
+    #[test]
+    fn the_bounds_hold_for_sizes_the_decoders_misread() {
+        // A lossless WebP header declaring 16384x16384, which image-webp
+        // 0.2.4 reads as 0x0.
+        let webp = b"\x52\x49\x46\x46\x18\x00\x00\x00\x57\x45\x42\x50\x56\x50\x38\x4c\x0c\x00\x00\x00\x2f\xff\xff\xff\x1f\x28\x60\x15\x4a\xd1\xff\x00";
+        let err = decode_image(webp, "webp").unwrap_err().to_string();
+        assert!(err.contains("16384x16384"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use byteedit_edit::EditForm;
+use byteedit_edit::{EditForm, quote};
 use byteedit_jobs::db::idempotency::{self, KeyState};
 use byteedit_jobs::db::{self, NewJob};
 use byteedit_jobs::job::keys;
@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::auth::ClientAuth;
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
-use crate::validation::{RawEditForm, canvas_limits, validate};
+use crate::validation::{Checked, RawEditForm, canvas_limits, validate};
 use crate::views::job_out;
 
 /// The `Idempotency-Key` header, checked.
@@ -90,29 +90,26 @@ pub async fn submit(
         let known: Vec<&str> = models.iter().map(|m| m.info.name.as_str()).collect();
         ApiError::invalid(
             "unknown_model",
-            format!("no model `{name}`; the models are: {}", known.join(", ")),
+            format!(
+                "no model {}; the models are: {}",
+                quote(name),
+                known.join(", ")
+            ),
         )
     })?;
     crate::limits::admit(state, name).await?;
-    // Masks are decoded to check their pixels: off the async threads.
+    // Every file is decoded whole: off the async threads.
     let (limits, model) = (canvas_limits(&state.settings.uploads), model.clone());
-    let (edit, form) = tokio::task::spawn_blocking(move || {
-        let edit = validate(&form, limits, &model);
-        (edit, form)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("validation task failed: {e}")))?;
-    let edit = edit?;
-    // Validation found the image (it is required).
-    let Some(image) = form.edit.image else {
-        return Err(ApiError::Internal("a validated form has no image".into()));
-    };
+    let checked = tokio::task::spawn_blocking(move || validate(&form, limits, &model))
+        .await
+        .map_err(|e| ApiError::Internal(format!("validation task failed: {e}")))??;
+    let Checked { edit, image, mask } = checked;
 
     let id = Uuid::now_v7();
     let image_key = keys::input(id);
-    let mask_key = form.edit.mask.as_ref().map(|_| keys::mask(id));
+    let mask_key = mask.as_ref().map(|_| keys::mask(id));
     let storage = &backends.storage;
-    match (&mask_key, form.edit.mask) {
+    match (&mask_key, mask) {
         (Some(key), Some(mask)) => {
             tokio::try_join!(storage.put(&image_key, image), storage.put(key, mask))?;
         }

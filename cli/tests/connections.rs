@@ -394,3 +394,37 @@ async fn nul_characters_in_queries_paths_and_json_are_a_422_not_a_500() {
     assert!(!keys.to_string().contains("a\\u0000b"), "{keys}");
     svc.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_query_and_json_values_are_quoted_by_a_short_prefix() {
+    let svc = Service::start(0).await;
+    let long = "9".repeat(50_000);
+    for query in [
+        format!("limit={long}"),
+        format!("before={long}"),
+        format!("status={long}"),
+        format!("{long}=1"),
+    ] {
+        let answer = svc
+            .http
+            .get(svc.url(&format!("/v1/jobs?{query}")))
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        let body = answer.text().await.unwrap();
+        assert!((400..500).contains(&status), "{status} {body}");
+        assert!(body.len() < 1000, "{} bytes: {}", body.len(), &body[..200]);
+    }
+    // serde's messages quote a bad JSON value whole: cut as well.
+    let (status, body) = svc
+        .post_json(
+            "/v1/keys",
+            Some(&svc.admin_key),
+            serde_json::json!({"name": "x", "role": "r".repeat(50_000)}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().len() < 1000, "{}", body.to_string().len());
+    svc.finish().await;
+}

@@ -52,7 +52,8 @@ impl FromStr for Role {
             "volunteer" => Ok(Self::Volunteer),
             "admin" => Ok(Self::Admin),
             other => Err(format!(
-                "unknown role `{other}`; use client, volunteer or admin"
+                "unknown role {}; use client, volunteer or admin",
+                byteedit_edit::quote(other)
             )),
         }
     }

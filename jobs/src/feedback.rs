@@ -42,7 +42,7 @@ macro_rules! names {
             fn from_str(s: &str) -> Result<Self, String> {
                 Self::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
                     let names: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
-                    format!("`{}` must be one of {}; got `{s}`", $what, names.join(", "))
+                    format!("`{}` must be one of {}; got {}", $what, names.join(", "), byteedit_edit::quote(s))
                 })
             }
         }

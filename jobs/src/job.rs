@@ -48,7 +48,7 @@ impl FromStr for JobStatus {
         Self::ALL
             .into_iter()
             .find(|v| v.as_str() == s)
-            .ok_or_else(|| format!("unknown job status `{s}`"))
+            .ok_or_else(|| format!("unknown job status {}", byteedit_edit::quote(s)))
     }
 }
 

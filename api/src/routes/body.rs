@@ -23,11 +23,11 @@ pub fn json<T>(body: Result<axum::Json<T>, JsonRejection>) -> Result<T, ApiError
             limit_kb: JSON_LIMIT_KB,
         }),
         Err(e) if e.status() == StatusCode::UNPROCESSABLE_ENTITY => {
-            Err(ApiError::invalid("invalid_field", e.body_text()))
+            Err(ApiError::invalid("invalid_field", brief(e.body_text())))
         }
         Err(e) => Err(ApiError::BadRequest(format!(
             "send a JSON body: {}",
-            e.body_text()
+            brief(e.body_text())
         ))),
     }
 }
@@ -36,7 +36,19 @@ pub fn json<T>(body: Result<axum::Json<T>, JsonRejection>) -> Result<T, ApiError
 pub fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query
         .map(|Query(q)| q)
-        .map_err(|e| ApiError::invalid("invalid_field", e.body_text()))
+        .map_err(|e| ApiError::invalid("invalid_field", brief(e.body_text())))
+}
+
+/// Longest framework message passed on: serde's messages quote the bad
+/// value whole, and a caller's value is never echoed back whole.
+const BRIEF_CHARS: usize = 300;
+
+/// A framework's message, cut to [`BRIEF_CHARS`] characters.
+pub fn brief(message: String) -> String {
+    match message.char_indices().nth(BRIEF_CHARS) {
+        Some((cut, _)) => format!("{}… (message cut)", &message[..cut]),
+        None => message,
+    }
 }
 
 /// An optional named value (task, aspect, anchor...); its `FromStr` error

@@ -16,6 +16,8 @@ use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::body::JSON_LIMIT_KB;
+use byteedit_edit::quote;
+
 use crate::error::{ApiError, json_error};
 use crate::state::AppState;
 use crate::validation::refuse_nul;
@@ -114,8 +116,9 @@ async fn check_nul_text(request: Request) -> Result<Request, ApiError> {
         ));
     }
     for (name, value) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
-        refuse_nul(&format!("query parameter `{}`", excerpt(&name)), &name)?;
-        refuse_nul(&format!("query parameter `{}`", excerpt(&name)), &value)?;
+        let what = format!("query parameter {}", quote(&name));
+        refuse_nul(&what, &name)?;
+        refuse_nul(&what, &value)?;
     }
     let json = request
         .headers()
@@ -154,7 +157,12 @@ async fn check_nul_text(request: Request) -> Result<Request, ApiError> {
 /// Every string and key of a JSON value; `at` is the field's path.
 fn check_json(value: &serde_json::Value, at: &mut String) -> Result<(), ApiError> {
     use serde_json::Value;
-    let named = |at: &str| format!("JSON field `{}`", if at.is_empty() { "(body)" } else { at });
+    let named = |at: &str| {
+        format!(
+            "JSON field {}",
+            quote(if at.is_empty() { "(body)" } else { at })
+        )
+    };
     match value {
         Value::String(s) => refuse_nul(&named(at), s),
         Value::Array(items) => items.iter().enumerate().try_for_each(|(i, item)| {
@@ -170,21 +178,12 @@ fn check_json(value: &serde_json::Value, at: &mut String) -> Result<(), ApiError
             if !at.is_empty() {
                 at.push('.');
             }
-            at.push_str(&excerpt(key));
+            at.push_str(key);
             let checked = check_json(item, at);
             at.truncate(len);
             checked
         }),
         _ => Ok(()),
-    }
-}
-
-/// A caller's name quoted in a message: a short prefix at most.
-pub(crate) fn excerpt(raw: &str) -> String {
-    const MAX: usize = 40;
-    match raw.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &raw[..cut]),
-        None => raw.to_owned(),
     }
 }
 

@@ -7,6 +7,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use byteedit_edit::quote;
 use byteedit_jobs::db::{self, CancelOutcome};
 use byteedit_jobs::{JobRecord, JobStatus, OutputRecord, events};
 use serde::{Deserialize, Serialize};
@@ -136,12 +137,16 @@ pub async fn list_jobs(
     ClientAuth(caller): ClientAuth,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<JobList>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Query(query) =
+        query.map_err(|e| ApiError::BadRequest(super::body::brief(e.body_text())))?;
     for key in query.keys() {
         if !["limit", "before", "status"].contains(&key.as_str()) {
             return Err(ApiError::invalid(
                 "unknown_field",
-                format!("unknown query parameter `{key}`; use limit, before, status"),
+                format!(
+                    "unknown query parameter {}; use limit, before, status",
+                    quote(key)
+                ),
             ));
         }
     }
@@ -152,7 +157,10 @@ pub async fn list_jobs(
             _ => {
                 return Err(ApiError::invalid(
                     "invalid_field",
-                    format!("`limit` must be an integer from 1 to 100; got `{raw}`"),
+                    format!(
+                        "`limit` must be an integer from 1 to 100; got {}",
+                        quote(raw)
+                    ),
                 ));
             }
         },
@@ -163,7 +171,10 @@ pub async fn list_jobs(
             Uuid::parse_str(raw).map_err(|_| {
                 ApiError::invalid(
                     "invalid_field",
-                    format!("`before` must be the `next` cursor of a previous page; got `{raw}`"),
+                    format!(
+                        "`before` must be the `next` cursor of a previous page; got {}",
+                        quote(raw)
+                    ),
                 )
             })
         })
@@ -174,7 +185,7 @@ pub async fn list_jobs(
             raw.parse::<JobStatus>().map_err(|_| {
                 ApiError::invalid(
                     "invalid_field",
-                    format!("`status` must be one of queued, running, succeeded, failed, canceled; got `{raw}`"),
+                    format!("`status` must be one of queued, running, succeeded, failed, canceled; got {}", quote(raw)),
                 )
             })
         })

@@ -85,8 +85,8 @@ pub fn router(state: AppState) -> Router {
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!(
-        "no route `{}`; see /docs for the API",
-        guards::excerpt(uri.path())
+        "no route {}; see /docs for the API",
+        byteedit_edit::quote(uri.path())
     ))
 }
 
@@ -97,13 +97,14 @@ async fn method_not_allowed(
     (
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
         ApiError::BadRequest(format!(
-            "`{method}` is not allowed on `{}`; see /docs",
-            guards::excerpt(uri.path())
+            "`{method}` is not allowed on {}; see /docs",
+            byteedit_edit::quote(uri.path())
         )),
     )
 }
 
 /// Parses a job id from the path; a malformed one is simply not found.
 pub(crate) fn parse_job_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
-    uuid::Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(format!("no job `{raw}`")))
+    uuid::Uuid::parse_str(raw)
+        .map_err(|_| ApiError::NotFound(format!("no job {}", byteedit_edit::quote(raw))))
 }

@@ -228,3 +228,24 @@ async fn a_cancel_after_the_success_write_finds_the_job_ended() {
     assert_eq!(stale, jobs::SuccessOutcome::Refused);
     assert_eq!(jobs::outputs(db, id).await.unwrap().len(), 1);
 }
+
+/// A job a request created but cannot use is deleted while still queued; a
+/// worker that then takes its entry finds nothing to run. Once a worker has
+/// claimed it, it is not deleted (the caller cancels it instead).
+#[tokio::test]
+async fn a_queued_job_is_withdrawn_until_a_worker_claims_it() {
+    let test = database().await;
+    let db = &test.db;
+    let id = queued_job(db).await;
+    assert!(jobs::withdraw(db, id).await.unwrap());
+    assert!(jobs::get(db, id).await.unwrap().is_none());
+    let late = jobs::claim(db, id.into(), test.worker, 30.0).await.unwrap();
+    assert!(matches!(late, Claim::Gone), "{late:?}");
+    assert!(webhooks::of_job(db, id).await.unwrap().is_empty());
+
+    let running = queued_job(db).await;
+    claim(db, running, test.worker).await;
+    assert!(!jobs::withdraw(db, running).await.unwrap());
+    let job = jobs::get(db, running).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Running);
+}

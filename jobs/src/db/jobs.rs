@@ -467,6 +467,18 @@ pub async fn hand_back(db: &PgPool, id: JobId, worker: WorkerId) -> Result<bool>
     Ok(done.rows_affected() == 1)
 }
 
+/// Deletes a queued job that its request could not use (a comparison whose
+/// other job was refused), so nothing of the request stays recorded. `false`
+/// if a worker claimed it already (the caller cancels it instead). Its queue
+/// entry stays: the worker that takes it finds no row and acknowledges it.
+pub async fn withdraw(db: &PgPool, id: Uuid) -> Result<bool> {
+    let done = sqlx::query("DELETE FROM jobs WHERE id = $1 AND status = 'queued'")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// What `DELETE /v1/jobs/{id}` did.
 #[derive(Debug, Clone)]
 pub enum CancelOutcome {

@@ -33,7 +33,11 @@ pub struct JobOut {
     /// While running: denoising steps done over all outputs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<ProgressOut>,
-    /// Set once a cancel was asked for a running job.
+    /// True once a cancel was asked (`DELETE /v1/jobs/{id}` answered 200 or
+    /// 202), and stays true whatever came after. A job whose cancel was asked
+    /// never ends `succeeded`: it ends `canceled` (with no outputs), or
+    /// `failed` if it failed before it could stop. A cancel asked after the
+    /// job ended is refused (409) and changes nothing.
     pub cancel_requested: bool,
     pub outputs: Vec<OutputOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,7 +95,8 @@ impl JobOut {
                 step: job.progress_step,
                 total: job.progress_total,
             }),
-            cancel_requested: job.cancel_requested && job.status == JobStatus::Running,
+            // The stored value: a cancel once asked is never unsaid.
+            cancel_requested: job.cancel_requested,
             // An expired job's images are gone: no dead links.
             outputs: outputs
                 .iter()

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use byteedit_jobs::access::Role;
@@ -289,6 +290,93 @@ async fn a_full_queue_refuses_submissions_until_it_drains() {
     service.delete(&format!("/v1/jobs/{}", queued[0])).await;
     let (status, _) = service.post_form(edit_form("three")).await;
     assert_eq!(status, 202, "room again after a cancel");
+    service.finish().await;
+}
+
+/// Every file under `dir`, however deep, sorted.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+async fn rows(service: &Service, table: &str) -> i64 {
+    let count = format!("SELECT count(*) FROM {table}");
+    let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(count))
+        .fetch_one(&service.backends.db)
+        .await
+        .unwrap();
+    n
+}
+
+/// Issue 13: a comparison run refused because its baseline's queue is full
+/// creates nothing, not even its candidate's job: no row, no stored file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comparison_run_refused_for_a_full_queue_leaves_nothing_behind() {
+    let mut service = Service::start_with(0, |api| api.max_queued = 2).await;
+    // Two models, registered by a worker that then leaves: jobs wait.
+    service.add_worker_for(&["tiny", "tiny-next"]).await;
+    service.workers.pop().unwrap().stop().await.unwrap();
+    for prompt in ["one", "two"] {
+        let form = fixture_form(
+            &[
+                ("task", "inpaint"),
+                ("prompt", prompt),
+                ("steps", "1"),
+                ("model", "tiny"),
+            ],
+            true,
+        );
+        let (status, job) = service.post_form(form).await;
+        assert_eq!(status, 202, "{job}");
+    }
+    let stored = files_under(&service.storage_dir());
+    assert_eq!(
+        (rows(&service, "jobs").await, stored.len()),
+        (2, 4),
+        "{stored:?}"
+    );
+
+    let run = fixture_form(
+        &[
+            ("task", "inpaint"),
+            ("prompt", "three"),
+            ("steps", "1"),
+            ("candidate_model", "tiny-next"),
+            ("baseline_model", "tiny"),
+        ],
+        true,
+    );
+    let response = service
+        .admin
+        .post(service.url("/v1/comparisons"))
+        .multipart(run)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(error_code(&body), "queue_full", "{body}");
+    assert_eq!(
+        rows(&service, "jobs").await,
+        2,
+        "no job row for the refused run"
+    );
+    assert_eq!(
+        files_under(&service.storage_dir()),
+        stored,
+        "no file for it"
+    );
+    assert_eq!(rows(&service, "comparisons").await, 0);
     service.finish().await;
 }
 

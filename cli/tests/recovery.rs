@@ -101,7 +101,7 @@ async fn a_killed_workers_job_is_taken_over_and_recorded_once() {
     )
     .await
     .unwrap();
-    assert!(!refused);
+    assert_eq!(refused, db::jobs::SuccessOutcome::Refused);
     let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM job_outputs WHERE job_id = $1")
         .bind(job_id)
         .fetch_one(db)

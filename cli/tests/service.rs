@@ -4,12 +4,14 @@
 mod support;
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use byteedit_jobs::EditParams;
 use byteedit_models::image_io::{decode_image, to_luma, to_rgb};
 use byteedit_models::tasks::EditPlan;
 use byteedit_models::tasks::TaskOptions;
 use byteedit_models::{EditRequest, InpaintModel};
+use futures_util::StreamExt;
 use serde_json::Value;
 use support::{MODEL, Service, error_code, fixture_bytes, fixture_form, tiny_model};
 
@@ -516,6 +518,143 @@ async fn cancel_stops_a_running_job_and_a_queued_one_never_runs() {
     // Nothing left to cancel.
     let (status, body) = service.delete(&format!("/v1/jobs/{}", id(&next))).await;
     assert_eq!((status, error_code(&body).as_str()), (409, "job_finished"));
+    service.finish().await;
+}
+
+/// Follows `job`'s events and sends `DELETE /v1/jobs/{job}` `delay` after
+/// the event `trigger` (or after the job's end, if it ends first); answers
+/// the DELETE's status and body, and every event seen.
+async fn cancel_after(
+    service: &Service,
+    job: &str,
+    trigger: &str,
+    delay: Duration,
+) -> ((u16, Value), Vec<(String, Value)>) {
+    let response = service
+        .http
+        .get(service.url(&format!("/v1/jobs/{job}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (http, url) = (
+        service.http.clone(),
+        service.url(&format!("/v1/jobs/{job}")),
+    );
+    let cancel = move || {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let response = http.delete(url).send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        })
+    };
+    let mut body = response.bytes_stream();
+    let (mut buffer, mut events, mut deleting) = (String::new(), Vec::new(), None);
+    'stream: while let Some(chunk) = body.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut name, mut data) = (None, String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            let Some(name) = name else { continue };
+            if name == trigger && deleting.is_none() {
+                deleting = Some(cancel());
+            }
+            let last = matches!(name.as_str(), "succeeded" | "failed" | "canceled");
+            events.push((name, serde_json::from_str(&data).unwrap()));
+            if last {
+                break 'stream;
+            }
+        }
+    }
+    let deleting = deleting.unwrap_or_else(cancel);
+    (deleting.await.unwrap(), events)
+}
+
+/// Issue 13: a cancel answered 202 is kept, even when it lands after the
+/// job's last step (while its outputs are stored): the job ends `canceled`
+/// with no outputs and `cancel_requested` true, and its events, `GET` and
+/// storage agree. A cancel that comes after the end is a 409 and the job
+/// stays `succeeded`. One-step jobs, canceled at varied moments after they
+/// start or after their (only) step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_answered_202_always_ends_the_job_canceled() {
+    let service = Service::start(1).await;
+    let rounds = async {
+        let (mut kept, mut late) = (0, 0);
+        for round in 0..12u64 {
+            let (status, job) = service
+                .submit(
+                    &[("task", "inpaint"), ("prompt", "x"), ("steps", "1")],
+                    true,
+                )
+                .await;
+            assert_eq!(status, 202, "{job}");
+            let job = id(&job);
+            // After the step the engine no longer checks for a cancel: only
+            // the final write can keep it.
+            let trigger = if round % 2 == 0 {
+                "progress"
+            } else {
+                "started"
+            };
+            // 0 to 750 ms: the later ones mostly come after the end.
+            let delay = Duration::from_millis((round / 2) * 150);
+            let ((status, answer), events) = cancel_after(&service, &job, trigger, delay).await;
+            let (last, data) = events.last().unwrap();
+            let (_, record) = service.get(&format!("/v1/jobs/{job}")).await;
+            let (output, _, _) = service.download(&format!("/v1/jobs/{job}/outputs/0")).await;
+            let attempt = service.storage_dir().join(format!("jobs/{job}/attempt-1"));
+            let files = std::fs::read_dir(&attempt).map_or(0, |d| d.count());
+            let what = format!("round {round} ({trigger} + {delay:?}): {answer} then {record}");
+            match status {
+                202 => {
+                    kept += 1;
+                    assert_eq!(answer["status"], "running", "{what}");
+                    assert_eq!(answer["cancel_requested"], true, "{what}");
+                    assert_eq!(last, "canceled", "{what}: {events:?}");
+                    for seen in [&data["job"], &record] {
+                        assert_eq!(seen["status"], "canceled", "{what}");
+                        assert_eq!(seen["cancel_requested"], true, "{what}");
+                        assert_eq!(seen["outputs"], Value::Array(vec![]), "{what}");
+                    }
+                    assert_eq!(output, 409, "{what}");
+                    assert_eq!(files, 0, "no output file stays: {what}");
+                }
+                409 => {
+                    late += 1;
+                    assert_eq!(error_code(&answer), "job_finished", "{what}");
+                    assert_eq!(last, "succeeded", "{what}: {events:?}");
+                    assert_eq!(record["status"], "succeeded", "{what}");
+                    assert_eq!(record["cancel_requested"], false, "{what}");
+                    assert_eq!(
+                        record["outputs"].as_array().map(Vec::len),
+                        Some(1),
+                        "{what}"
+                    );
+                    assert_eq!(output, 200, "{what}");
+                }
+                other => panic!("DELETE answered {other}: {what}"),
+            }
+        }
+        (kept, late)
+    };
+    let (kept, late) = tokio::time::timeout(Duration::from_secs(50), rounds)
+        .await
+        .expect("12 one-step jobs end within 50 s");
+    eprintln!("{kept} cancels kept, {late} came after the end");
+    assert!(kept > 0, "no cancel landed while a job ran");
     service.finish().await;
 }
 

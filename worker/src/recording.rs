@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use byteedit_jobs::db::jobs::{NewOutput, SuccessOutcome};
 use byteedit_jobs::{
     EventMessage, JobError, JobEvent, JobRecord, JobStatus, JobTimings, JobsError, db, events,
 };
@@ -115,16 +116,38 @@ impl Worker {
         };
         let db = &self.backends.db;
         let (stored, timings_ref, geometry) = (&executed.stored, &timings, &executed.geometry);
-        let done = self
+        let outcome = self
             .persist("record the result", move || {
                 db::jobs::succeed(db, job.job_id(), self.id, stored, timings_ref, geometry)
             })
             .await?;
-        if done {
-            tracing::info!(job = %job.id, ms = timings.run_ms, "job succeeded");
-            self.publish(job, JobEvent::Succeeded { timings }).await;
+        Ok(match outcome {
+            SuccessOutcome::Succeeded => {
+                tracing::info!(job = %job.id, ms = timings.run_ms, "job succeeded");
+                self.publish(job, JobEvent::Succeeded { timings }).await;
+                true
+            }
+            SuccessOutcome::Canceled => {
+                // The cancel came after the last step: its 202 promised
+                // `canceled`, so the outputs are not published.
+                tracing::info!(job = %job.id, "job canceled after its last step; its outputs are discarded");
+                self.publish(job, JobEvent::Canceled).await;
+                self.discard_outputs(job, &executed.stored).await;
+                true
+            }
+            SuccessOutcome::Refused => false,
+        })
+    }
+
+    /// Deletes the files of an attempt whose outputs were not recorded. Best
+    /// effort: a file left behind is unreachable (no row names it) and goes
+    /// with the job's folder at retention.
+    async fn discard_outputs(&self, job: &JobRecord, stored: &[NewOutput]) {
+        for output in stored {
+            if let Err(e) = self.backends.storage.delete(&output.storage_key).await {
+                tracing::warn!(job = %job.id, key = %output.storage_key, "cannot delete a discarded output: {e}");
+            }
         }
-        Ok(done)
     }
 
     /// Ends the job `canceled` and says so.

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::body::{json, upsert_status};
-use super::edits::submit;
+use super::edits;
 use crate::auth::{AdminAuth, VolunteerAuth};
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
@@ -119,7 +119,9 @@ pub async fn create_comparison(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let comparison = if multipart {
+    // A run's jobs come back too: they are announced once the comparison is
+    // saved, and removed if it is not.
+    let (comparison, ran) = if multipart {
         let form =
             <Multipart as axum::extract::FromRequest<AppState>>::from_request(request, &state)
                 .await
@@ -129,31 +131,44 @@ pub async fn create_comparison(
                         e.body_text()
                     ))
                 })?;
-        from_run(&state, caller.0.id, form).await?
+        let (comparison, jobs) = from_run(&state, caller.0.id, form).await?;
+        (comparison, jobs.to_vec())
     } else {
         let body =
             <Json<ComparisonFromJobs> as axum::extract::FromRequest<AppState>>::from_request(
                 request, &state,
             )
             .await;
-        from_jobs(&state, json(body)?).await?
+        (from_jobs(&state, json(body)?).await?, Vec::new())
     };
-    let saved = feedback::insert_comparison(&state.backends.db, &comparison)
-        .await?
-        .ok_or_else(|| {
-            ApiError::Gone(
-                "a job of this comparison has expired and its images are deleted; compare newer jobs"
-                    .into(),
-            )
-        })?;
+    let saved = match feedback::insert_comparison(&state.backends.db, &comparison).await {
+        Ok(Some(saved)) => saved,
+        refused => {
+            // A run's jobs are useless without their comparison.
+            for job in &ran {
+                edits::withdraw(&state, job.id).await;
+            }
+            return Err(match refused {
+                Err(e) => e.into(),
+                Ok(_) => ApiError::Gone(
+                    "a job of this comparison has expired and its images are deleted; compare newer jobs"
+                        .into(),
+                ),
+            });
+        }
+    };
+    for job in &ran {
+        edits::announce(&state, job);
+    }
     Ok((StatusCode::CREATED, Json(saved.into())))
 }
 
+/// Runs one input on two models: the comparison to save and its two jobs.
 async fn from_run(
     state: &AppState,
     owner: Uuid,
     multipart: Multipart,
-) -> Result<Comparison, ApiError> {
+) -> Result<(Comparison, [JobRecord; 2]), ApiError> {
     let extra = ["candidate_model", "baseline_model", "votes_wanted"];
     let mut form =
         RawEditForm::read(multipart, state.settings.uploads.max_upload_mb, &extra).await?;
@@ -180,18 +195,20 @@ async fn from_run(
     if form.value("seed").is_none() {
         form.edit.seed = Some(rand::random_range(0..=MAX_SEED).to_string());
     }
-    let candidate_job = submit(state, owner, form.clone(), &candidate).await?;
-    let baseline_job = match submit(state, owner, form, &baseline).await {
+    // Both models are checked (known, admitting, the form valid for each)
+    // before anything is stored, so a refusal of either leaves nothing.
+    let candidate_checked = edits::check(state, form.clone(), &candidate).await?;
+    let baseline_checked = edits::check(state, form, &baseline).await?;
+    let candidate_job = edits::create(state, owner, candidate_checked).await?;
+    let baseline_job = match edits::create(state, owner, baseline_checked).await {
         Ok(job) => job,
         Err(e) => {
-            // Without its pair the first job is useless: cancel it before it runs.
-            if let Err(e2) = db::jobs::cancel(&state.backends.db, candidate_job.id).await {
-                tracing::error!(job = %candidate_job.id, "cannot cancel unpaired job: {e2}");
-            }
+            // Without its pair the first job is useless: remove it.
+            edits::withdraw(state, candidate_job.id).await;
             return Err(e);
         }
     };
-    Ok(Comparison {
+    let comparison = Comparison {
         id: Uuid::now_v7(),
         task: candidate_job.task.to_string(),
         prompt: candidate_job.params.prompt.clone(),
@@ -203,7 +220,8 @@ async fn from_run(
         baseline_model: baseline,
         votes_wanted: wanted,
         created_at: chrono::Utc::now(),
-    })
+    };
+    Ok((comparison, [candidate_job, baseline_job]))
 }
 
 async fn from_jobs(state: &AppState, body: ComparisonFromJobs) -> Result<Comparison, ApiError> {

@@ -7,9 +7,9 @@ use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use byteedit_edit::{EditForm, quote};
 use byteedit_jobs::db::idempotency::{self, KeyState};
-use byteedit_jobs::db::{self, NewJob};
+use byteedit_jobs::db::{self, CancelOutcome, NewJob};
 use byteedit_jobs::job::keys;
-use byteedit_jobs::{JobError, JobRecord, JobStatus};
+use byteedit_jobs::{EventMessage, JobError, JobEvent, JobRecord, JobStatus, events};
 use uuid::Uuid;
 
 use crate::auth::ClientAuth;
@@ -73,15 +73,30 @@ async fn claim_key(
 }
 
 /// Validates a form for model `name`, stores its images, records the job
-/// as `owner`'s and queues it (shared with comparisons that run one input on
-/// two models).
+/// as `owner`'s and queues it.
 pub async fn submit(
     state: &AppState,
     owner: Uuid,
     form: RawEditForm,
     name: &str,
 ) -> Result<JobRecord, ApiError> {
-    let backends = &state.backends;
+    let checked = check(state, form, name).await?;
+    let job = create(state, owner, checked).await?;
+    announce(state, &job);
+    Ok(job)
+}
+
+/// A form that passed [`check`] for one model: nothing is stored yet.
+pub struct Admitted {
+    model: String,
+    checked: Checked,
+}
+
+/// Everything that may refuse a submission before anything is created: the
+/// model is known, its queue admits one more (`--max-queued`), the form is
+/// valid for it. A comparison checks both of its models with this first, so
+/// a refusal of either leaves nothing behind.
+pub async fn check(state: &AppState, form: RawEditForm, name: &str) -> Result<Admitted, ApiError> {
     let mut models = state.models(false).await?;
     if !models.iter().any(|m| m.info.name == name) {
         models = state.models(true).await?;
@@ -103,24 +118,46 @@ pub async fn submit(
     let checked = tokio::task::spawn_blocking(move || validate(&form, limits, &model))
         .await
         .map_err(|e| ApiError::Internal(format!("validation task failed: {e}")))??;
-    let Checked { edit, image, mask } = checked;
+    Ok(Admitted {
+        model: name.to_owned(),
+        checked,
+    })
+}
 
+/// Stores the images of a checked form (only the images, not bytes sent
+/// after them), records the job and queues it. A failure leaves no row and
+/// (as far as storage allows) no file, but for a job that could not be
+/// queued: it is recorded `failed` (`queue_unavailable`), so its client is
+/// told.
+pub async fn create(
+    state: &AppState,
+    owner: Uuid,
+    admitted: Admitted,
+) -> Result<JobRecord, ApiError> {
+    let Admitted { model, checked } = admitted;
+    let Checked { edit, image, mask } = checked;
+    let backends = &state.backends;
     let id = Uuid::now_v7();
     let image_key = keys::input(id);
     let mask_key = mask.as_ref().map(|_| keys::mask(id));
     let storage = &backends.storage;
-    match (&mask_key, mask) {
+    let stored = match (&mask_key, mask) {
         (Some(key), Some(mask)) => {
-            tokio::try_join!(storage.put(&image_key, image), storage.put(key, mask))?;
+            tokio::try_join!(storage.put(&image_key, image), storage.put(key, mask)).map(|_| ())
         }
-        _ => storage.put(&image_key, image).await?,
+        _ => storage.put(&image_key, image).await,
+    };
+    if let Err(e) = stored {
+        // One of the two uploads may have been written.
+        delete_files(state, id).await;
+        return Err(e.into());
     }
-    let job = db::jobs::insert(
+    let inserted = db::jobs::insert(
         &backends.db,
         &NewJob {
             id,
             task: edit.task,
-            model: name.to_owned(),
+            model,
             params: edit.params,
             image_key,
             mask_key,
@@ -130,7 +167,14 @@ pub async fn submit(
             webhook_url: edit.webhook_url.clone(),
         },
     )
-    .await?;
+    .await;
+    let job = match inserted {
+        Ok(job) => job,
+        Err(e) => {
+            delete_files(state, id).await;
+            return Err(e.into());
+        }
+    };
     if let Err(e) = backends.queue().enqueue(&job.model, id).await {
         // Without a queue entry no worker would ever see it: end it now so
         // the client is told, rather than leaving it queued forever.
@@ -143,14 +187,62 @@ pub async fn submit(
         }
         return Err(e.into());
     }
+    debug_assert_eq!(job.status, JobStatus::Queued);
+    Ok(job)
+}
+
+/// Counts and logs a job once its request has been accepted.
+pub fn announce(state: &AppState, job: &JobRecord) {
     state
         .metrics
         .jobs_submitted
         .with_label_values(&[job.model.as_str(), job.task.as_str()])
         .inc();
-    tracing::info!(job = %id, model = %job.model, task = %job.task, "job queued");
-    debug_assert_eq!(job.status, JobStatus::Queued);
-    Ok(job)
+    tracing::info!(job = %job.id, model = %job.model, task = %job.task, "job queued");
+}
+
+/// Undoes a job [`create`]d for a request that was then refused (a
+/// comparison whose other job could not be created). Still queued, its row
+/// and files are deleted; a worker that takes its queue entry finds no row
+/// and acknowledges it. Already claimed by a worker, it is canceled instead
+/// (its files are the worker's input; retention removes them).
+pub async fn withdraw(state: &AppState, id: Uuid) {
+    let db = &state.backends.db;
+    match db::jobs::withdraw(db, id).await {
+        Ok(true) => delete_files(state, id).await,
+        Ok(false) => match db::jobs::cancel(db, id).await {
+            Ok(CancelOutcome::Requested(running)) => {
+                let message = EventMessage {
+                    job: running.id,
+                    model: running.model.clone(),
+                    task: running.task,
+                    event: JobEvent::CancelRequested,
+                };
+                // The worker also reads the cancel on its heartbeat.
+                let published =
+                    events::publish(&state.backends.conn, &state.backends.prefix, &message).await;
+                if let Err(e) = published {
+                    tracing::warn!(job = %id, "cannot publish the cancel of an unpaired job: {e}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(job = %id, "cannot cancel an unpaired job: {e}"),
+        },
+        Err(e) => tracing::error!(job = %id, "cannot withdraw an unpaired job: {e}"),
+    }
+}
+
+/// Deletes whatever is stored for job `id` (best effort: logged, not
+/// returned, as the request is already failing for another reason).
+async fn delete_files(state: &AppState, id: Uuid) {
+    if let Err(e) = state
+        .backends
+        .storage
+        .delete_prefix(&keys::job_prefix(id))
+        .await
+    {
+        tracing::warn!(job = %id, "cannot delete the files of a job not created: {e}");
+    }
 }
 
 /// Submits an edit. Answers at once with the queued job; follow it with

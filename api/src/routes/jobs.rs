@@ -214,14 +214,17 @@ pub async fn list_jobs(
 }
 
 /// Cancels a job: a queued job never runs; a running one stops at its next
-/// denoising step (the job then ends `canceled`).
+/// denoising step, and if its last step was already done its outputs are
+/// discarded: either way it ends `canceled` (or `failed`, had it failed
+/// first), never `succeeded`, and `cancel_requested` stays true. A job that
+/// had already ended is left as it is (409).
 #[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, description = "Canceled (was queued)", body = JobOut),
-        (status = 202, description = "Cancel requested (running); watch its events", body = JobOut),
+        (status = 202, description = "Cancel requested (running): the job ends `canceled`, with no outputs, never `succeeded`; watch its events", body = JobOut),
         (status = 404, description = "No such job", body = ErrorResponse),
-        (status = 409, description = "The job had already ended", body = ErrorResponse),
+        (status = 409, description = "The job had already ended; it is left as it ended", body = ErrorResponse),
     ))]
 pub async fn cancel_job(
     State(state): State<AppState>,

@@ -334,9 +334,23 @@ pub struct NewOutput {
     pub seed: u64,
 }
 
-/// Records the outputs and the success together, in one statement (one
-/// round trip). `false` if the job was not this worker's running job any
-/// more (nothing is recorded then).
+/// What the final write of a run that produced its outputs did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuccessOutcome {
+    /// The job succeeded with its outputs recorded.
+    Succeeded,
+    /// A cancel had been asked: the job ended `canceled`, no output
+    /// recorded (the caller deletes the files it stored).
+    Canceled,
+    /// The job was not this worker's running job any more: nothing recorded.
+    Refused,
+}
+
+/// Ends the worker's running job with its outputs, in one statement (one
+/// round trip). The statement reads `cancel_requested` under the row lock,
+/// so it is ordered against [`cancel`]: a cancel that committed first (even
+/// after the worker's last step check) makes the job `canceled`, with no
+/// outputs; one that comes after finds the job ended (409).
 pub async fn succeed(
     db: &PgPool,
     id: JobId,
@@ -344,19 +358,26 @@ pub async fn succeed(
     outputs: &[NewOutput],
     timings: &JobTimings,
     geometry: &Geometry,
-) -> Result<bool> {
-    let (done,): (i64,) = sqlx::query_as(
+) -> Result<SuccessOutcome> {
+    // A canceled job keeps no timings nor geometry, as when it stops at a
+    // step. Outputs are inserted only for a success.
+    let done: Option<(String,)> = sqlx::query_as(
         "WITH done AS ( \
-           UPDATE jobs SET status = 'succeeded', finished_at = now(), \
-             progress_step = progress_total, timings = $3, geometry = $10 \
-           WHERE id = $1 AND worker_id = $2 AND status = 'running' RETURNING id \
+           UPDATE jobs SET \
+             status = CASE WHEN cancel_requested THEN 'canceled' ELSE 'succeeded' END, \
+             finished_at = now(), \
+             progress_step = CASE WHEN cancel_requested THEN progress_step ELSE progress_total END, \
+             timings = CASE WHEN cancel_requested THEN NULL ELSE $3::jsonb END, \
+             geometry = CASE WHEN cancel_requested THEN NULL ELSE $10::jsonb END \
+           WHERE id = $1 AND worker_id = $2 AND status = 'running' RETURNING id, status \
          ), stored AS ( \
            INSERT INTO job_outputs (id, job_id, index, storage_key, width, height, seed) \
            SELECT o.id, done.id, o.index, o.key, o.width, o.height, o.seed \
            FROM done, unnest($4::uuid[], $5::int[], $6::text[], $7::int[], $8::int[], $9::bigint[]) \
              AS o(id, index, key, width, height, seed) \
+           WHERE done.status = 'succeeded' \
            RETURNING 1 \
-         ) SELECT count(*) FROM done",
+         ) SELECT status FROM done",
     )
     .bind(id)
     .bind(worker)
@@ -368,9 +389,18 @@ pub async fn succeed(
     .bind(outputs.iter().map(|o| o.height as i32).collect::<Vec<_>>())
     .bind(outputs.iter().map(|o| o.seed as i64).collect::<Vec<_>>())
     .bind(serde_json::to_value(geometry)?)
-    .fetch_one(db)
+    .fetch_optional(db)
     .await?;
-    Ok(done == 1)
+    let Some((status,)) = done else {
+        return Ok(SuccessOutcome::Refused);
+    };
+    match status.parse().map_err(JobsError::Corrupt)? {
+        JobStatus::Succeeded => Ok(SuccessOutcome::Succeeded),
+        JobStatus::Canceled => Ok(SuccessOutcome::Canceled),
+        other => Err(JobsError::Corrupt(format!(
+            "the success write left job {id} {other}"
+        ))),
+    }
 }
 
 /// Ends the worker's running job as `failed` or `canceled`.
@@ -434,6 +464,18 @@ pub async fn hand_back(db: &PgPool, id: JobId, worker: WorkerId) -> Result<bool>
     .bind(worker)
     .execute(db)
     .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes a queued job that its request could not use (a comparison whose
+/// other job was refused), so nothing of the request stays recorded. `false`
+/// if a worker claimed it already (the caller cancels it instead). Its queue
+/// entry stays: the worker that takes it finds no row and acknowledges it.
+pub async fn withdraw(db: &PgPool, id: Uuid) -> Result<bool> {
+    let done = sqlx::query("DELETE FROM jobs WHERE id = $1 AND status = 'queued'")
+        .bind(id)
+        .execute(db)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -140,16 +140,7 @@ async fn a_cancel_that_lands_before_the_success_write_wins() {
         "{requested:?}"
     );
 
-    let outcome = jobs::succeed(
-        db,
-        id.into(),
-        worker,
-        &[output(id)],
-        &JobTimings::default(),
-        &geometry(),
-    )
-    .await
-    .unwrap();
+    let outcome = succeed(db, id, worker).await;
     assert_eq!(outcome, jobs::SuccessOutcome::Canceled);
     let job = jobs::get(db, id).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Canceled);
@@ -184,16 +175,7 @@ async fn a_cancel_after_the_success_write_finds_the_job_ended() {
     let id = queued_job(db).await;
     let worker = test.worker;
     claim(db, id, worker).await;
-    let outcome = jobs::succeed(
-        db,
-        id.into(),
-        worker,
-        &[output(id)],
-        &JobTimings::default(),
-        &geometry(),
-    )
-    .await
-    .unwrap();
+    let outcome = succeed(db, id, worker).await;
     assert_eq!(outcome, jobs::SuccessOutcome::Succeeded);
     let late = jobs::cancel(db, id).await.unwrap();
     assert!(
@@ -248,4 +230,18 @@ async fn a_queued_job_is_withdrawn_until_a_worker_claims_it() {
     assert!(!jobs::withdraw(db, running).await.unwrap());
     let job = jobs::get(db, running).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Running);
+}
+
+/// The worker's success write of one output.
+async fn succeed(db: &sqlx::PgPool, id: uuid::Uuid, worker: WorkerId) -> jobs::SuccessOutcome {
+    jobs::succeed(
+        db,
+        id.into(),
+        worker,
+        &[output(id)],
+        &JobTimings::default(),
+        &geometry(),
+    )
+    .await
+    .unwrap()
 }

@@ -50,7 +50,9 @@ fn parse(raw: &[u8]) -> (u16, String, Value) {
 /// Sends `request` whole and reads the answer up to the close.
 async fn exchange(svc: &Service, request: &[u8]) -> (u16, String, Value) {
     let mut stream = TcpStream::connect(addr(svc)).await.unwrap();
-    stream.write_all(request).await.unwrap();
+    // The server may answer and close before it read everything (a URL
+    // too long): what it answered is what counts.
+    let _ = stream.write_all(request).await;
     let (raw, closed) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
     assert!(closed.is_some(), "no answer in 10 s");
     parse(&raw)
@@ -229,7 +231,7 @@ async fn connections_over_the_cap_get_a_json_503_and_the_rest_are_served() {
         // A refused connection is answered at once; a served one waits
         // for its request.
         let mut buf = vec![0u8; 4096];
-        match tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await {
+        match tokio::time::timeout(Duration::from_millis(1500), stream.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => {
                 buf.truncate(n);
                 let (more, _) = read_until_closed(&mut stream, Duration::from_secs(3)).await;

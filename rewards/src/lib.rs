@@ -1,0 +1,14 @@
+//! ByteEdit's reward models, after the paper's three critics: R_α
+//! (aesthetics) and R_β (image-text alignment) with ImageReward's
+//! architecture (a BLIP ViT, a BERT text encoder cross-attending to it, an
+//! MLP head), and R_γ (pixel-level coherence). The trainer learns them from
+//! the service's votes; fine-tuning uses them as critics.
+//!
+//! Built so far: [`tokenizer`], the text side's BERT WordPiece tokenizer
+//! with BLIP's added tokens, exact against ImageReward's own.
+
+pub mod error;
+pub mod tokenizer;
+
+pub use error::RewardError;
+pub use tokenizer::{Encoded, TextTokenizer};

@@ -10,6 +10,10 @@ pub enum RewardError {
     /// A file is there but cannot be used as it is.
     #[error("{}: {message}", path.display())]
     InvalidFile { path: PathBuf, message: String },
+    /// A checkpoint tensor is missing or has another shape (the engine's
+    /// loader says which and where).
+    #[error(transparent)]
+    Model(#[from] byteedit_models::ModelError),
     /// The tokenizer library refused a text or a setting.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

@@ -5,10 +5,15 @@
 //! the service's votes; fine-tuning uses them as critics.
 //!
 //! Built so far: [`tokenizer`], the text side's BERT WordPiece tokenizer
-//! with BLIP's added tokens, exact against ImageReward's own.
+//! with BLIP's added tokens, exact against ImageReward's own, and
+//! [`vision`], BLIP's ViT image encoder (`blip.visual_encoder`), loaded by
+//! name from ImageReward's safetensors and equal to its output.
 
+pub mod config;
 pub mod error;
 pub mod tokenizer;
+pub mod vision;
 
+pub use config::{RewardConfig, VisionConfig};
 pub use error::RewardError;
 pub use tokenizer::{Encoded, TextTokenizer};

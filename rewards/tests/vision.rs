@@ -1,0 +1,59 @@
+//! BLIP's image encoder against ImageReward's own: the fixture's weights by
+//! their checkpoint names, its normalised images in, its `image_embeds` out
+//! within 1e-4.
+
+use std::path::PathBuf;
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use byteedit_models::CpuBackend;
+use byteedit_models::weights::{TensorStore, Weights};
+use byteedit_rewards::RewardConfig;
+use byteedit_rewards::vision::VisionTransformer;
+
+fn fixture() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/imagereward-tiny"
+    ))
+}
+
+/// An F32 tensor of `expected.safetensors` and its shape.
+fn expected(name: &str) -> (Vec<f32>, Vec<usize>) {
+    let bytes = std::fs::read(fixture().join("expected.safetensors")).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = tensors.tensor(name).unwrap();
+    assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+    let values = view
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (values, view.shape().to_vec())
+}
+
+#[test]
+fn image_embeddings_equal_imagerewards_vit() {
+    let config = RewardConfig::read(&fixture()).unwrap();
+    let store =
+        TensorStore::open_files(&fixture(), &[fixture().join("model.safetensors")]).unwrap();
+    let device = Default::default();
+    let weights = Weights::<CpuBackend>::new(&store, &device);
+    let vit =
+        VisionTransformer::load(&weights.pp("blip").pp("visual_encoder"), &config.vision).unwrap();
+    for case in 0..3 {
+        let (image, shape) = expected(&format!("case{case}.image"));
+        let shape: [usize; 4] = shape.try_into().unwrap();
+        let pixels = Tensor::<CpuBackend, 4>::from_data(TensorData::new(image, shape), &device);
+        let got = vit.forward(pixels);
+        let (want, want_shape) = expected(&format!("case{case}.image_embeds"));
+        assert_eq!(got.dims().to_vec(), want_shape);
+        let got: Vec<f32> = got.into_data().to_vec().unwrap();
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff <= 1e-4, "case {case}: max abs diff {diff}");
+    }
+}

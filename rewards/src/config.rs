@@ -51,13 +51,13 @@ impl VisionConfig {
             path: path.to_owned(),
             message,
         };
-        if self.patch_size == 0 || self.img_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.img_size.is_multiple_of(self.patch_size) {
             return Err(invalid(format!(
                 "`vision.img_size` {} is not a multiple of `vision.patch_size` {}",
                 self.img_size, self.patch_size
             )));
         }
-        if self.num_heads == 0 || self.embed_dim % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.embed_dim.is_multiple_of(self.num_heads) {
             return Err(invalid(format!(
                 "`vision.embed_dim` {} is not a multiple of `vision.num_heads` {}",
                 self.embed_dim, self.num_heads

@@ -184,6 +184,20 @@ pub fn multi_head_attention<B: Backend>(
     heads: usize,
     causal: bool,
 ) -> Tensor<B, 3> {
+    attention_with_padding(q, k, v, heads, causal, None)
+}
+
+/// [`multi_head_attention`] where `padding` (`[batch, keys]`, true for a
+/// padding position) marks keys no query may attend to: BERT's attention
+/// mask, so padded prompts read as their unpadded selves.
+pub fn attention_with_padding<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    heads: usize,
+    causal: bool,
+    padding: Option<Tensor<B, 2, Bool>>,
+) -> Tensor<B, 3> {
     let [b, n_q, inner] = q.dims();
     let n_k = k.dims()[1];
     let dim_head = inner / heads;
@@ -193,11 +207,12 @@ pub fn multi_head_attention<B: Backend>(
         softcap: None,
         is_causal: causal,
     };
+    let mask = padding.map(|p| p.reshape([b, 1, 1, n_k]).expand([b, heads, n_q, n_k]));
     let out = burn::tensor::module::attention(
         split(q, n_q),
         split(k, n_k),
         split(v, n_k),
-        None,
+        mask,
         None,
         options,
     );

@@ -297,6 +297,16 @@ impl TensorStore {
         Ok(values)
     }
 
+    /// Marks the tensors under `prefix` as deliberately unused (a released
+    /// checkpoint's parts a model does not need, e.g. ImageReward's
+    /// `blip.vision_proj`), so [`TensorStore::finish`] does not count them.
+    pub fn ignore(&self, prefix: &str) {
+        let mut used = self.used.borrow_mut();
+        for key in self.entries.keys().filter(|k| k.starts_with(prefix)) {
+            used.insert(key.clone());
+        }
+    }
+
     /// Fails if the checkpoint holds tensors the model never read.
     pub fn finish(&self) -> Result<()> {
         if self.synthetic.is_some() {

@@ -6,14 +6,18 @@
 //!
 //! Built so far: [`tokenizer`], the text side's BERT WordPiece tokenizer
 //! with BLIP's added tokens, exact against ImageReward's own, and
-//! [`vision`], BLIP's ViT image encoder (`blip.visual_encoder`), loaded by
-//! name from ImageReward's safetensors and equal to its output.
+//! [`vision`] and [`text`], BLIP's ViT and cross-attending BERT, and
+//! [`imagereward`], the whole model with its MLP head, loaded by name from
+//! ImageReward's safetensors and equal to its outputs.
 
 pub mod config;
 pub mod error;
+pub mod imagereward;
+pub mod text;
 pub mod tokenizer;
 pub mod vision;
 
 pub use config::{RewardConfig, VisionConfig};
 pub use error::RewardError;
+pub use imagereward::ImageReward;
 pub use tokenizer::{Encoded, TextTokenizer};

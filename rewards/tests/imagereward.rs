@@ -57,3 +57,37 @@ fn image_embeddings_equal_imagerewards_vit() {
         assert!(diff <= 1e-4, "case {case}: max abs diff {diff}");
     }
 }
+
+#[test]
+fn text_cls_and_rewards_equal_imagerewards_own() {
+    use byteedit_rewards::{ImageReward, TextTokenizer};
+    let device = Default::default();
+    let model = ImageReward::<CpuBackend>::load(&fixture(), &device).unwrap();
+    let tokenizer = TextTokenizer::from_folder(&fixture(), 35).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("expected.json")).unwrap())
+            .unwrap();
+    for (case, prompt) in meta["prompts"].as_array().unwrap().iter().enumerate() {
+        let (image, shape) = expected(&format!("case{case}.image"));
+        let shape: [usize; 4] = shape.try_into().unwrap();
+        let pixels = Tensor::<CpuBackend, 4>::from_data(TensorData::new(image, shape), &device);
+        let encoded = [tokenizer.encode(prompt.as_str().unwrap()).unwrap()];
+        for (name, got) in [
+            ("text_cls", model.text_cls(pixels.clone(), &encoded)),
+            ("reward", model.score(pixels.clone(), &encoded)),
+        ] {
+            let (want, want_shape) = expected(&format!("case{case}.{name}"));
+            assert_eq!(got.dims().to_vec(), want_shape, "{name}");
+            let got: Vec<f32> = got.into_data().to_vec().unwrap();
+            let diff = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                diff <= 1e-4,
+                "case {case} {name}: max abs diff {diff} ({got:?} vs {want:?})"
+            );
+        }
+    }
+}

@@ -82,15 +82,20 @@ pub struct RewardConfig {
 impl RewardConfig {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("reward_config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| RewardError::MissingFile {
-            path: path.clone(),
-            hint: format!("a reward folder holds its reward_config.json ({e})"),
-        })?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| RewardError::InvalidFile {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let config: Self = read_json(&path, "a reward folder holds its reward_config.json")?;
         config.vision.check(&path)?;
         Ok(config)
     }
+}
+
+/// A JSON config file; `hint` says what a missing one should be.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path, hint: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| RewardError::MissingFile {
+        path: path.to_owned(),
+        hint: format!("{hint} ({e})"),
+    })?;
+    serde_json::from_str(&text).map_err(|e| RewardError::InvalidFile {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
 }

@@ -11,6 +11,7 @@ use byteedit_models::nn::{Embedding, LayerNorm, Linear, attention_with_padding, 
 use byteedit_models::weights::Weights;
 use serde::Deserialize;
 
+use crate::config::read_json;
 use crate::error::{Result, RewardError};
 
 /// `med_config.json`: the sizes BLIP's BERT is built from.
@@ -30,14 +31,7 @@ pub struct TextConfig {
 impl TextConfig {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("med_config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| RewardError::MissingFile {
-            path: path.clone(),
-            hint: format!("BLIP's BERT config sits beside the weights ({e})"),
-        })?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| RewardError::InvalidFile {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let config: Self = read_json(&path, "BLIP's BERT config sits beside the weights")?;
         let invalid = |message: String| RewardError::InvalidFile {
             path: path.clone(),
             message,

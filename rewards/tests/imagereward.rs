@@ -32,6 +32,15 @@ fn expected(name: &str) -> (Vec<f32>, Vec<usize>) {
     (values, view.shape().to_vec())
 }
 
+fn max_abs_diff<const D: usize>(got: Tensor<CpuBackend, D>, want: &[f32]) -> f32 {
+    let got: Vec<f32> = got.into_data().to_vec().unwrap();
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
+}
+
 #[test]
 fn image_embeddings_equal_imagerewards_vit() {
     let config = RewardConfig::read(&fixture()).unwrap();
@@ -48,12 +57,7 @@ fn image_embeddings_equal_imagerewards_vit() {
         let got = vit.forward(pixels);
         let (want, want_shape) = expected(&format!("case{case}.image_embeds"));
         assert_eq!(got.dims().to_vec(), want_shape);
-        let got: Vec<f32> = got.into_data().to_vec().unwrap();
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = max_abs_diff(got, &want);
         assert!(diff <= 1e-4, "case {case}: max abs diff {diff}");
     }
 }
@@ -78,16 +82,8 @@ fn text_cls_and_rewards_equal_imagerewards_own() {
         ] {
             let (want, want_shape) = expected(&format!("case{case}.{name}"));
             assert_eq!(got.dims().to_vec(), want_shape, "{name}");
-            let got: Vec<f32> = got.into_data().to_vec().unwrap();
-            let diff = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(
-                diff <= 1e-4,
-                "case {case} {name}: max abs diff {diff} ({got:?} vs {want:?})"
-            );
+            let diff = max_abs_diff(got, &want);
+            assert!(diff <= 1e-4, "case {case} {name}: max abs diff {diff}");
         }
     }
 }

@@ -5,6 +5,7 @@ mod bench;
 mod device;
 mod edit;
 mod keys;
+mod rewards;
 mod service;
 
 use std::process::ExitCode;
@@ -35,6 +36,10 @@ enum Command {
     Serve(service::ServeCommand),
     /// Make, list and revoke API keys (straight in Postgres).
     Keys(keys::KeysCommand),
+    /// Train a reward model (aesthetic or alignment) from preference pairs.
+    TrainReward(Box<rewards::TrainRewardArgs>),
+    /// Score an image with a reward model.
+    Score(rewards::ScoreArgs),
     /// Tools for bench/device.sh: random full-size models, reference cases, PNG comparison.
     Bench(bench::BenchCommand),
 }
@@ -43,7 +48,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The one-shot `edit` stays quiet; services log what they do.
     let default_level = match cli.command {
-        Command::Edit(_) | Command::Keys(_) | Command::Bench(_) => "warn",
+        Command::Edit(_) | Command::Keys(_) | Command::Bench(_) | Command::Score(_) => "warn",
+        Command::TrainReward(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -59,6 +65,8 @@ fn main() -> ExitCode {
         Command::Serve(cmd) => service::serve(cmd),
         Command::Keys(cmd) => keys::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::TrainReward(args) => rewards::train(*args),
+        Command::Score(args) => rewards::score(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

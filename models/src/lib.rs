@@ -13,6 +13,7 @@ pub mod error;
 pub mod image_io;
 pub mod masks;
 pub mod nn;
+pub mod params;
 pub mod pipeline;
 pub mod random_model;
 pub mod resnet;

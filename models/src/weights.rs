@@ -41,11 +41,20 @@ struct Synthetic {
 }
 
 struct Entry {
-    file: usize,
-    dtype: Dtype,
     shape: Vec<usize>,
-    start: usize,
-    end: usize,
+    data: EntryData,
+}
+
+enum EntryData {
+    /// A tensor inside a memory-mapped safetensors file.
+    Mapped {
+        file: usize,
+        dtype: Dtype,
+        start: usize,
+        end: usize,
+    },
+    /// A tensor already decoded to f32 (read from a PyTorch pickle).
+    Owned(Vec<f32>),
 }
 
 /// All tensors of one model component (e.g. `unet/`), possibly over several shards.
@@ -132,11 +141,13 @@ impl TensorStore {
                 entries.insert(
                     key,
                     Entry {
-                        file: index,
-                        dtype: info.dtype,
                         shape: info.shape.clone(),
-                        start: info.data_offsets.0,
-                        end: info.data_offsets.1,
+                        data: EntryData::Mapped {
+                            file: index,
+                            dtype: info.dtype,
+                            start: info.data_offsets.0,
+                            end: info.data_offsets.1,
+                        },
                     },
                 );
             }
@@ -153,6 +164,26 @@ impl TensorStore {
             used: RefCell::new(BTreeSet::new()),
             synthetic: None,
         })
+    }
+
+    /// A store over tensors already in memory (f32, PyTorch layout), such as
+    /// those of a `.pt` state dict; `origin` is the file they came from, named
+    /// in errors.
+    pub fn from_tensors(origin: &Path, tensors: Vec<(String, Vec<usize>, Vec<f32>)>) -> Self {
+        let entries = tensors
+            .into_iter()
+            .map(|(key, shape, values)| {
+                let data = EntryData::Owned(values);
+                (key, Entry { shape, data })
+            })
+            .collect();
+        Self {
+            dir: origin.to_path_buf(),
+            files: Vec::new(),
+            entries,
+            used: RefCell::new(BTreeSet::new()),
+            synthetic: None,
+        }
     }
 
     /// A store with no files that makes up random weights of whatever shape
@@ -197,6 +228,11 @@ impl TensorStore {
             .collect()
     }
 
+    /// The folder (or, for tensors from memory, the file) the tensors came from.
+    pub fn origin(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn contains(&self, key: &str) -> bool {
         self.entries.contains_key(key)
     }
@@ -214,6 +250,9 @@ impl TensorStore {
     }
 
     fn files_list(&self) -> String {
+        if self.files.is_empty() {
+            return format!("`{}`", self.dir.display());
+        }
         self.files
             .iter()
             .map(|f| format!("`{}`", f.path.display()))
@@ -235,23 +274,38 @@ impl TensorStore {
                 key: key.to_string(),
                 files: self.files_list(),
             })?;
-        let file = &self.files[entry.file];
+        let origin = match &entry.data {
+            EntryData::Mapped { file, .. } => &self.files[*file].path,
+            EntryData::Owned(_) => &self.dir,
+        };
         if entry.shape != expected && !accept.contains(&entry.shape.as_slice()) {
             return Err(ModelError::ShapeMismatch {
                 key: key.to_string(),
-                path: file.path.clone(),
+                path: origin.clone(),
                 expected: expected.to_vec(),
                 found: entry.shape.clone(),
             });
         }
+        let (file, dtype, start, end) = match &entry.data {
+            EntryData::Owned(values) => {
+                self.used.borrow_mut().insert(key.to_string());
+                return Ok(values.clone());
+            }
+            EntryData::Mapped {
+                file,
+                dtype,
+                start,
+                end,
+            } => (&self.files[*file], *dtype, *start, *end),
+        };
         let bytes = file
             .mmap
-            .get(file.data_start + entry.start..file.data_start + entry.end)
+            .get(file.data_start + start..file.data_start + end)
             .ok_or_else(|| ModelError::Safetensors {
                 path: file.path.clone(),
                 message: format!("tensor `{key}` points past the end of the file"),
             })?;
-        let values = match entry.dtype {
+        let values = match dtype {
             Dtype::F32 => bytes
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -280,16 +334,13 @@ impl TensorStore {
         };
         // The f32 copy is what the model keeps: drop the mapped pages so the
         // checkpoint does not stay resident next to it.
-        let offset = file.data_start + entry.start;
+        let offset = file.data_start + start;
         // SAFETY: the range lies inside this read-only file mapping, and
         // MADV_DONTNEED on a private file mapping only forgets cached pages:
         // a later read maps them from the file again.
         if let Err(e) = unsafe {
-            file.mmap.unchecked_advise_range(
-                UncheckedAdvice::DontNeed,
-                offset,
-                entry.end - entry.start,
-            )
+            file.mmap
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, offset, end - start)
         } {
             tracing::debug!(key, error = %e, "madvise failed; pages stay cached");
         }

@@ -4,12 +4,12 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RewardError};
 
 /// BLIP's `VisionTransformer` (timm's ViT): `vision` in `reward_config.json`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VisionConfig {
     pub img_size: usize,
     pub patch_size: usize,
@@ -68,7 +68,7 @@ impl VisionConfig {
 }
 
 /// `reward_config.json`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RewardConfig {
     pub kind: String,
     pub vision: VisionConfig,
@@ -77,15 +77,78 @@ pub struct RewardConfig {
     pub score_std: f64,
     pub image_mean: [f64; 3],
     pub image_std: [f64; 3],
+    /// Widths of the MLP head's linears after the text width, ending in 1:
+    /// what a fresh model is built with (a checkpoint's own shapes win).
+    #[serde(default = "head_widths")]
+    pub head: Vec<usize>,
 }
 
+/// ImageReward's head: 768 → 1024 → 128 → 64 → 16 → 1.
+fn head_widths() -> Vec<usize> {
+    vec![1024, 128, 64, 16, 1]
+}
+
+/// CLIP's pixel statistics, which BLIP and ImageReward normalise with.
+pub const CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
+pub const CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
+
 impl RewardConfig {
+    /// The folder's `reward_config.json`; a folder without one holds the
+    /// released ImageReward ([`RewardConfig::released`]).
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("reward_config.json");
+        if !path.exists() {
+            return Ok(Self::released());
+        }
         let config: Self = read_json(&path, "a reward folder holds its reward_config.json")?;
         config.vision.check(&path)?;
+        if config.head.last() != Some(&1) {
+            return Err(RewardError::InvalidFile {
+                path,
+                message: format!("`head` {:?} must end in one score (1)", config.head),
+            });
+        }
         Ok(config)
     }
+
+    /// The released ImageReward v1.0: BLIP's ViT-L/16 at 224 px and the
+    /// normalisation constants of its `ImageReward.py`.
+    pub fn released() -> Self {
+        Self {
+            kind: "imagereward".into(),
+            vision: VisionConfig {
+                img_size: 224,
+                patch_size: 16,
+                embed_dim: 1024,
+                depth: 24,
+                num_heads: 16,
+                layer_norm_eps: vision_eps(),
+                mlp_ratio: mlp_ratio(),
+            },
+            text_max_length: 35,
+            score_mean: 0.16717362830052426,
+            score_std: 1.0333394966054072,
+            image_mean: CLIP_MEAN,
+            image_std: CLIP_STD,
+            head: head_widths(),
+        }
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        write_json(&dir.join("reward_config.json"), self)
+    }
+}
+
+/// Writes `value` as pretty JSON.
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| RewardError::InvalidFile {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(path, text + "\n").map_err(|e| RewardError::Io {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// A JSON config file; `hint` says what a missing one should be.

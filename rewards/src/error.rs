@@ -10,6 +10,9 @@ pub enum RewardError {
     /// A file is there but cannot be used as it is.
     #[error("{}: {message}", path.display())]
     InvalidFile { path: PathBuf, message: String },
+    /// Writing a file failed (disk full, no permission, ...).
+    #[error("cannot write {}: {message}", path.display())]
+    Io { path: PathBuf, message: String },
     /// A checkpoint tensor is missing or has another shape (the engine's
     /// loader says which and where).
     #[error(transparent)]

@@ -10,14 +10,18 @@
 //! [`imagereward`], the whole model with its MLP head, loaded by name from
 //! ImageReward's safetensors and equal to its outputs.
 
+pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod folder;
 pub mod imagereward;
+pub mod preprocess;
 pub mod text;
 pub mod tokenizer;
 pub mod vision;
 
 pub use config::{RewardConfig, VisionConfig};
 pub use error::RewardError;
+pub use folder::RewardFolder;
 pub use imagereward::ImageReward;
 pub use tokenizer::{Encoded, TextTokenizer};

@@ -9,13 +9,13 @@ use std::path::Path;
 use burn::prelude::*;
 use byteedit_models::nn::{Embedding, LayerNorm, Linear, attention_with_padding, gelu};
 use byteedit_models::weights::Weights;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config::read_json;
+use crate::config::{read_json, write_json};
 use crate::error::{Result, RewardError};
 
 /// `med_config.json`: the sizes BLIP's BERT is built from.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TextConfig {
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
@@ -29,6 +29,26 @@ pub struct TextConfig {
 }
 
 impl TextConfig {
+    /// Writes `med_config.json` as BLIP's `BertConfig.from_json_file` reads
+    /// it, for a model built fresh from sizes (a loaded folder's own file is
+    /// copied instead, keeping every field it had).
+    pub fn write(&self, dir: &Path, image_width: usize) -> Result<()> {
+        let mut value = serde_json::to_value(self).map_err(|e| RewardError::InvalidFile {
+            path: dir.join("med_config.json"),
+            message: e.to_string(),
+        })?;
+        if let Some(map) = value.as_object_mut() {
+            map.insert("architectures".into(), serde_json::json!(["BertModel"]));
+            map.insert("model_type".into(), "bert".into());
+            map.insert("hidden_act".into(), "gelu".into());
+            map.insert("add_cross_attention".into(), true.into());
+            map.insert("encoder_width".into(), image_width.into());
+            map.insert("pad_token_id".into(), 0.into());
+            map.insert("type_vocab_size".into(), 2.into());
+        }
+        write_json(&dir.join("med_config.json"), &value)
+    }
+
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("med_config.json");
         let config: Self = read_json(&path, "BLIP's BERT config sits beside the weights")?;
@@ -126,17 +146,39 @@ impl<B: Backend> AttentionBlock<B> {
     }
 }
 
+/// `intermediate`: `dense`, followed by exact GELU.
+#[derive(Module, Debug)]
+pub struct Intermediate<B: Backend> {
+    pub dense: Linear<B>,
+}
+
 /// `encoder.layer.{i}`.
 #[derive(Module, Debug)]
 pub struct Layer<B: Backend> {
     pub attention: AttentionBlock<B>,
     pub crossattention: AttentionBlock<B>,
-    /// `intermediate.dense`, followed by exact GELU.
-    pub intermediate: Linear<B>,
+    pub intermediate: Intermediate<B>,
     pub output: Output<B>,
 }
 
 impl<B: Backend> Layer<B> {
+    fn load(l: &Weights<B>, c: &TextConfig, image_width: usize) -> Result<Self> {
+        let (dim, eps) = (c.hidden_size, c.layer_norm_eps);
+        Ok(Self {
+            attention: AttentionBlock::load(&l.pp("attention"), c, dim)?,
+            crossattention: AttentionBlock::load(&l.pp("crossattention"), c, image_width)?,
+            intermediate: Intermediate {
+                dense: Linear::load(
+                    &l.pp("intermediate").pp("dense"),
+                    dim,
+                    c.intermediate_size,
+                    true,
+                )?,
+            },
+            output: Output::load(&l.pp("output"), c.intermediate_size, dim, eps)?,
+        })
+    }
+
     fn forward(
         &self,
         x: Tensor<B, 3>,
@@ -145,7 +187,7 @@ impl<B: Backend> Layer<B> {
     ) -> Tensor<B, 3> {
         let x = self.attention.forward(x.clone(), x, Some(padding));
         let x = self.crossattention.forward(x, image, None);
-        let hidden = gelu(self.intermediate.forward(x.clone()));
+        let hidden = gelu(self.intermediate.dense.forward(x.clone()));
         self.output.forward(hidden, x)
     }
 }
@@ -160,12 +202,17 @@ pub struct Embeddings<B: Backend> {
     pub layer_norm: LayerNorm<B>,
 }
 
+/// `encoder`.
+#[derive(Module, Debug)]
+pub struct Encoder<B: Backend> {
+    pub layer: Vec<Layer<B>>,
+}
+
 /// `blip.text_encoder`.
 #[derive(Module, Debug)]
 pub struct TextEncoder<B: Backend> {
     pub embeddings: Embeddings<B>,
-    /// `encoder.layer`.
-    pub layers: Vec<Layer<B>>,
+    pub encoder: Encoder<B>,
 }
 
 impl<B: Backend> TextEncoder<B> {
@@ -182,23 +229,13 @@ impl<B: Backend> TextEncoder<B> {
             )?,
             layer_norm: LayerNorm::load(&e.pp("LayerNorm"), dim, eps)?,
         };
-        let layers = (0..c.num_hidden_layers)
-            .map(|i| {
-                let l = w.pp("encoder").pp("layer").pp(i);
-                Ok(Layer {
-                    attention: AttentionBlock::load(&l.pp("attention"), c, dim)?,
-                    crossattention: AttentionBlock::load(&l.pp("crossattention"), c, image_width)?,
-                    intermediate: Linear::load(
-                        &l.pp("intermediate").pp("dense"),
-                        dim,
-                        c.intermediate_size,
-                        true,
-                    )?,
-                    output: Output::load(&l.pp("output"), c.intermediate_size, dim, eps)?,
-                })
-            })
+        let layer = (0..c.num_hidden_layers)
+            .map(|i| Layer::load(&w.pp("encoder").pp("layer").pp(i), c, image_width))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { embeddings, layers })
+        Ok(Self {
+            embeddings,
+            encoder: Encoder { layer },
+        })
     }
 
     /// The last hidden states `[batch, tokens, hidden]` of `ids` (with
@@ -219,7 +256,7 @@ impl<B: Backend> TextEncoder<B> {
             .layer_norm
             .forward(e.word_embeddings.forward(ids) + e.position_embeddings.forward(positions));
         let padding = mask.equal_elem(0);
-        for layer in &self.layers {
+        for layer in &self.encoder.layer {
             x = layer.forward(x, image.clone(), padding.clone());
         }
         x

@@ -38,6 +38,7 @@ fn lower_case_by_default() -> bool {
     true
 }
 
+#[derive(Debug, Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
     max_length: usize,

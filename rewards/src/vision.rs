@@ -76,11 +76,16 @@ impl<B: Backend> Block<B> {
     }
 }
 
+/// `patch_embed`: `proj`, a patch-sized convolution with patch-sized stride.
+#[derive(Module, Debug)]
+pub struct PatchEmbed<B: Backend> {
+    pub proj: Conv2d<B>,
+}
+
 /// `blip.visual_encoder`.
 #[derive(Module, Debug)]
 pub struct VisionTransformer<B: Backend> {
-    /// `patch_embed.proj`: a patch-sized convolution with patch-sized stride.
-    pub patch_embed: Conv2d<B>,
+    pub patch_embed: PatchEmbed<B>,
     pub cls_token: Param<Tensor<B, 3>>,
     pub pos_embed: Param<Tensor<B, 3>>,
     pub blocks: Vec<Block<B>>,
@@ -90,14 +95,16 @@ pub struct VisionTransformer<B: Backend> {
 impl<B: Backend> VisionTransformer<B> {
     pub fn load(w: &Weights<B>, c: &VisionConfig) -> Result<Self> {
         let dim = c.embed_dim;
-        let patch_embed = Conv2d::load(
-            &w.pp("patch_embed").pp("proj"),
-            3,
-            dim,
-            c.patch_size,
-            c.patch_size,
-            0,
-        )?;
+        let patch_embed = PatchEmbed {
+            proj: Conv2d::load(
+                &w.pp("patch_embed").pp("proj"),
+                3,
+                dim,
+                c.patch_size,
+                c.patch_size,
+                0,
+            )?,
+        };
         let blocks = (0..c.depth)
             .map(|i| Block::load(&w.pp("blocks").pp(i), c))
             .collect::<Result<Vec<_>>>()?;
@@ -114,7 +121,7 @@ impl<B: Backend> VisionTransformer<B> {
     /// the class token first (BLIP's `image_embeds`).
     pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 3> {
         let batch = pixels.dims()[0];
-        let patches = self.patch_embed.forward(pixels);
+        let patches = self.patch_embed.proj.forward(pixels);
         let [_, dim, gh, gw] = patches.dims();
         let patches = patches.reshape([batch, dim, gh * gw]).swap_dims(1, 2);
         let cls = self.cls_token.val().expand([batch, 1, dim]);

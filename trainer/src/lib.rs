@@ -1,0 +1,14 @@
+//! ByteEdit's trainer: reward models learned from the service's votes
+//! (this crate's [`reward`]), and the pieces the feedback fine-tuning stage
+//! shares with it ([`optim`]: AdamW, global-norm clipping, EMA, schedules).
+
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod optim;
+pub mod plot;
+pub mod reward;
+
+pub use config::{RewardKind, TrainConfig};
+pub use error::TrainError;
+pub use reward::{Progress, TrainRequest, TrainSummary, train_reward};

@@ -17,6 +17,8 @@ pub enum Kind {
     Aesthetic,
     /// R_β: which of two captions fits an image.
     Alignment,
+    /// R_γ: which pixels of an image were generated.
+    Coherence,
 }
 
 #[derive(Args, Debug)]
@@ -74,6 +76,7 @@ pub fn train(args: TrainRewardArgs) -> anyhow::Result<()> {
         kind: match args.kind {
             Kind::Aesthetic => RewardKind::Aesthetic,
             Kind::Alignment => RewardKind::Alignment,
+            Kind::Coherence => RewardKind::Coherence,
         },
         data: args.data,
         out: args.out,
@@ -109,18 +112,25 @@ pub fn train(args: TrainRewardArgs) -> anyhow::Result<()> {
             bar.set_message(format!("loss {:.4}", m.loss));
         }
         Progress::Eval(e) => bar.println(format!(
-            "step {}: held-out accuracy {:.3}, loss {:.4}",
-            e.step, e.held_out_accuracy, e.held_out_loss
+            "step {}: held-out {} {:.3}, loss {:.4}",
+            e.step,
+            if e.held_out_auc.is_some() {
+                "AUC"
+            } else {
+                "accuracy"
+            },
+            e.score(),
+            e.held_out_loss
         )),
     };
     let device = Default::default();
     let summary = train_reward::<Autodiff<CpuBackend>>(&request, &device, &mut on_progress)?;
     bar.finish_and_clear();
     println!(
-        "saved {} (best at step {}: held-out accuracy {:.3}; score mean {:.4}, std {:.4})",
+        "saved {} (best at step {}: held-out score {:.3}; score mean {:.4}, std {:.4})",
         request.out.display(),
         summary.best_step,
-        summary.held_out_accuracy,
+        summary.held_out_score,
         summary.score_mean,
         summary.score_std
     );
@@ -138,15 +148,82 @@ pub struct ScoreArgs {
     /// The prompt (aesthetic) or caption (alignment) it is scored against.
     #[arg(long)]
     prompt: Option<String>,
+    /// Coherence rewards: the edit's mask (white = generated); the score is
+    /// the mean "real" logit over it (over the whole image without one).
+    #[arg(long)]
+    mask: Option<PathBuf>,
+    /// Coherence rewards: write the per-pixel "real" probability as a PNG
+    /// heat map here (green real, red generated; the centre square the
+    /// model reads, at the image's scale).
+    #[arg(long)]
+    heatmap: Option<PathBuf>,
 }
 
 pub fn score(args: ScoreArgs) -> anyhow::Result<()> {
+    let device = Default::default();
+    if byteedit_rewards::coherence::folder_kind(&args.reward)? == "coherence" {
+        return score_coherence(args);
+    }
+    if args.mask.is_some() || args.heatmap.is_some() {
+        anyhow::bail!(
+            "--mask and --heatmap are for coherence rewards; {} is an aesthetic/alignment reward",
+            args.reward.display()
+        );
+    }
     let prompt = args.prompt.context(
         "an aesthetic or alignment reward scores an image against a text: give --prompt",
     )?;
-    let device = Default::default();
     let folder = RewardFolder::<CpuBackend>::load(&args.reward, &device)?;
     let score = folder.score_files(&[args.image], &[&prompt], &device)?[0];
     println!("{score:.6}");
+    Ok(())
+}
+
+fn score_coherence(args: ScoreArgs) -> anyhow::Result<()> {
+    let device = Default::default();
+    let folder = byteedit_rewards::CoherenceFolder::<CpuBackend>::load(&args.reward, &device)?;
+    let pixels = byteedit_rewards::folder::read_pixels::<CpuBackend>(&args.image, &device)?;
+    let [_, _, h, w] = pixels.dims();
+    let mask = match &args.mask {
+        Some(path) => {
+            let mask = byteedit_rewards::folder::read_pixels::<CpuBackend>(path, &device)?;
+            let [_, _, mh, mw] = mask.dims();
+            if (mh, mw) != (h, w) {
+                anyhow::bail!(
+                    "the mask is {mw}x{mh} but the image is {w}x{h}: give a mask of the image's size"
+                );
+            }
+            Some(mask.slice([0..1, 0..1, 0..h, 0..w]))
+        }
+        None => None,
+    };
+    let logits = folder.logits(pixels, mask.clone());
+    let weights = match mask {
+        Some(m) => folder.mask_at_model_size(m),
+        None => logits.ones_like(),
+    };
+    let covered: f32 = weights.clone().sum().into_scalar();
+    if covered <= 0.0 {
+        anyhow::bail!("the mask has no white pixels: nothing to score");
+    }
+    let score: f32 = (logits.clone() * weights).sum().into_scalar() / covered;
+    println!("{score:.6}");
+    if let Some(path) = &args.heatmap {
+        let size = folder.preprocess.size;
+        let probability: Vec<f32> = burn::tensor::activation::sigmoid(logits)
+            .into_data()
+            .to_vec()
+            .unwrap_or_default();
+        let map = image::RgbImage::from_fn(size as u32, size as u32, |x, y| {
+            // Red where the model sees generated pixels, green where real.
+            let p = probability[y as usize * size + x as usize];
+            image::Rgb([((1.0 - p) * 255.0) as u8, (p * 255.0) as u8, 40])
+        });
+        // The model reads the image's centre square: the map covers that.
+        let side = w.min(h) as u32;
+        let map = image::imageops::resize(&map, side, side, image::imageops::FilterType::Triangle);
+        map.save(path)
+            .with_context(|| format!("cannot write the heat map {}", path.display()))?;
+    }
     Ok(())
 }

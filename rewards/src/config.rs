@@ -20,6 +20,13 @@ pub struct VisionConfig {
     pub layer_norm_eps: f64,
     #[serde(default = "mlp_ratio")]
     pub mlp_ratio: f64,
+    /// Input channels: 3 (RGB), or 4 when a coherence reward also reads the mask.
+    #[serde(default = "rgb")]
+    pub in_chans: usize,
+}
+
+fn rgb() -> usize {
+    3
 }
 
 fn vision_eps() -> f64 {
@@ -124,6 +131,7 @@ impl RewardConfig {
                 num_heads: 16,
                 layer_norm_eps: vision_eps(),
                 mlp_ratio: mlp_ratio(),
+                in_chans: rgb(),
             },
             text_max_length: 35,
             score_mean: 0.16717362830052426,

@@ -192,10 +192,15 @@ impl<B: Backend> ImageReward<B> {
         self
     }
 
+    /// ImageReward's name for one of this module's parameter paths (as
+    /// `byteedit_models::params` walks them).
+    pub fn checkpoint_key(&self, path: &str) -> String {
+        checkpoint_key(path, &self.mlp.indices)
+    }
+
     /// Every parameter under ImageReward's key names, PyTorch layout.
     pub fn named_tensors(&self) -> Vec<NamedTensor> {
-        let indices = self.mlp.indices.clone();
-        named_tensors::<B, _>(self, &|key| checkpoint_key(key, &indices))
+        named_tensors::<B, _>(self, &|key| self.checkpoint_key(key))
     }
 
     /// Writes the weights as `model.safetensors` in ImageReward's names,

@@ -11,6 +11,7 @@
 //! ImageReward's safetensors and equal to its outputs.
 
 pub mod checkpoint;
+pub mod coherence;
 pub mod config;
 pub mod error;
 pub mod folder;
@@ -20,6 +21,7 @@ pub mod text;
 pub mod tokenizer;
 pub mod vision;
 
+pub use coherence::{CoherenceConfig, CoherenceFolder};
 pub use config::{RewardConfig, VisionConfig};
 pub use error::RewardError;
 pub use folder::RewardFolder;

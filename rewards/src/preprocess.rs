@@ -105,6 +105,18 @@ impl Preprocess {
     /// `[batch, 3, height, width]` RGB in [0, 1] → `[batch, 3, size, size]`
     /// normalised, differentiable with respect to `pixels`.
     pub fn forward<B: Backend>(&self, pixels: Tensor<B, 4>) -> Tensor<B, 4> {
+        let device = pixels.device();
+        let resized = self.resize(pixels);
+        let column = |values: [f64; 3]| {
+            let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+            Tensor::<B, 1>::from_data(TensorData::new(values, [3]), &device).reshape([1, 3, 1, 1])
+        };
+        (resized - column(self.mean)) / column(self.std)
+    }
+
+    /// The resize and centre crop alone, for any number of channels (a
+    /// mask goes through the same geometry as its image).
+    pub fn resize<B: Backend>(&self, pixels: Tensor<B, 4>) -> Tensor<B, 4> {
         let [batch, channels, height, width] = pixels.dims();
         let device = pixels.device();
         let size = self.size;
@@ -116,12 +128,7 @@ impl Preprocess {
         };
         let rows = matrix(cropped_axis(height, scaled_h, size), size, height);
         let cols = matrix(cropped_axis(width, scaled_w, size), size, width);
-        let resized = rows.matmul(pixels).matmul(cols.swap_dims(2, 3));
-        let column = |values: [f64; 3]| {
-            let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-            Tensor::<B, 1>::from_data(TensorData::new(values, [3]), &device).reshape([1, 3, 1, 1])
-        };
-        (resized - column(self.mean)) / column(self.std)
+        rows.matmul(pixels).matmul(cols.swap_dims(2, 3))
     }
 }
 

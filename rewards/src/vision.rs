@@ -98,7 +98,7 @@ impl<B: Backend> VisionTransformer<B> {
         let patch_embed = PatchEmbed {
             proj: Conv2d::load(
                 &w.pp("patch_embed").pp("proj"),
-                3,
+                c.in_chans,
                 dim,
                 c.patch_size,
                 c.patch_size,
@@ -117,7 +117,7 @@ impl<B: Backend> VisionTransformer<B> {
         })
     }
 
-    /// `[batch, 3, size, size]` normalised pixels → `[batch, tokens, dim]`,
+    /// `[batch, in_chans, size, size]` normalised pixels → `[batch, tokens, dim]`,
     /// the class token first (BLIP's `image_embeds`).
     pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 3> {
         let batch = pixels.dims()[0];

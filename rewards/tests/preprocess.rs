@@ -83,7 +83,7 @@ fn gradients_reach_every_input_pixel() {
     // Each output pixel's weights sum to one; the crop (32 of the 46
     // resized columns) reaches about 70 % of the input columns.
     let total: f32 = grad.clone().sum().into_scalar();
-    assert!((total - 3.0 * 32.0 * 32.0).abs() < 1e-2, "{total}");
+    assert!((total - 3.0 * 32.0 * 32.0).abs() < 0.05, "{total}");
     let reached: f32 = grad.abs().greater_elem(0.0).float().sum().into_scalar();
     assert!(reached > 0.6 * 3.0 * 53.0 * 77.0, "{reached}");
 }

@@ -17,6 +17,8 @@ pub enum RewardKind {
     Aesthetic,
     /// R_β: which of two captions fits one image.
     Alignment,
+    /// R_γ: which pixels of an image were generated.
+    Coherence,
 }
 
 impl RewardKind {
@@ -24,6 +26,7 @@ impl RewardKind {
         match self {
             Self::Aesthetic => "aesthetic",
             Self::Alignment => "alignment",
+            Self::Coherence => "coherence",
         }
     }
 }
@@ -72,8 +75,10 @@ pub struct TrainConfig {
     /// drops them).
     pub include_ties: bool,
     pub seed: u64,
-    /// Sizes of a model trained from scratch.
+    /// Sizes of an ImageReward-style model trained from scratch.
     pub fresh: Option<FreshModel>,
+    /// Sizes of a coherence model trained from scratch.
+    pub fresh_coherence: Option<byteedit_rewards::CoherenceConfig>,
 }
 
 impl Default for TrainConfig {
@@ -95,6 +100,7 @@ impl Default for TrainConfig {
             include_ties: false,
             seed: 0,
             fresh: None,
+            fresh_coherence: None,
         }
     }
 }

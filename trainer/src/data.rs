@@ -149,6 +149,9 @@ fn parse_line(
         });
     }
     match kind {
+        RewardKind::Coherence => {
+            Err("coherence data are {\"image\", \"mask\"} lines, not pairs".into())
+        }
         RewardKind::Aesthetic => {
             let prompt = line.prompt.ok_or("`prompt` is missing (aesthetic lines are {\"prompt\", \"preferred\", \"rejected\"})")?;
             let preferred = base.join(text_field(&line.preferred, "preferred")?);
@@ -195,17 +198,26 @@ fn parse_line(
 
 /// Splits `pairs` into (train, held-out) by a seeded shuffle: at least one
 /// pair on each side.
-pub fn split(mut pairs: Vec<Pair>, fraction: f64, seed: u64) -> Result<(Vec<Pair>, Vec<Pair>)> {
-    if pairs.len() < 2 {
+pub fn split(pairs: Vec<Pair>, fraction: f64, seed: u64) -> Result<(Vec<Pair>, Vec<Pair>)> {
+    split_examples(pairs, fraction, seed)
+}
+
+/// [`split`] for any examples.
+pub fn split_examples<T>(
+    mut examples: Vec<T>,
+    fraction: f64,
+    seed: u64,
+) -> Result<(Vec<T>, Vec<T>)> {
+    if examples.len() < 2 {
         return Err(TrainError::NoData(format!(
-            "{} pair(s) cannot be split into training and held-out sets: give at least 2",
-            pairs.len()
+            "{} example(s) cannot be split into training and held-out sets: give at least 2",
+            examples.len()
         )));
     }
-    pairs.shuffle(&mut StdRng::seed_from_u64(seed));
-    let held = ((pairs.len() as f64 * fraction).round() as usize).clamp(1, pairs.len() - 1);
-    let train = pairs.split_off(held);
-    Ok((train, pairs))
+    examples.shuffle(&mut StdRng::seed_from_u64(seed));
+    let held = ((examples.len() as f64 * fraction).round() as usize).clamp(1, examples.len() - 1);
+    let train = examples.split_off(held);
+    Ok((train, examples))
 }
 
 /// The order of training pairs in `epoch`: a fresh seeded shuffle each

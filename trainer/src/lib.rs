@@ -2,12 +2,14 @@
 //! (this crate's [`reward`]), and the pieces the feedback fine-tuning stage
 //! shares with it ([`optim`]: AdamW, global-norm clipping, EMA, schedules).
 
+pub mod coherence;
 pub mod config;
 pub mod data;
 pub mod error;
 pub mod optim;
 pub mod plot;
 pub mod reward;
+pub mod run;
 
 pub use config::{RewardKind, TrainConfig};
 pub use error::TrainError;

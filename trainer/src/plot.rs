@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use plotters::prelude::*;
 
-use crate::reward::{EvalMetrics, StepMetrics};
+use crate::run::{EvalMetrics, StepMetrics};
 
 const FONTS: [&str; 4] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -113,7 +113,7 @@ fn chart(path: &Path, title: &str, y_label: &str, series: &[Series]) -> Result<(
 }
 
 /// `loss.png` (training and held-out loss) and `accuracy.png` (held-out
-/// pairwise accuracy) in `out`. A plot that cannot be drawn is logged,
+/// pairwise accuracy; `auc.png`, per-pixel AUC, for R_γ) in `out`. A plot that cannot be drawn is logged,
 /// never fatal: the model is what the run is for.
 pub fn curves(out: &Path, steps: &[StepMetrics], evals: &[EvalMetrics]) {
     let train: Vec<(f64, f64)> = steps.iter().map(|m| (m.step as f64, m.loss)).collect();
@@ -121,10 +121,12 @@ pub fn curves(out: &Path, steps: &[StepMetrics], evals: &[EvalMetrics]) {
         .iter()
         .map(|m| (m.step as f64, m.held_out_loss))
         .collect();
-    let accuracy: Vec<(f64, f64)> = evals
-        .iter()
-        .map(|m| (m.step as f64, m.held_out_accuracy))
-        .collect();
+    let accuracy: Vec<(f64, f64)> = evals.iter().map(|m| (m.step as f64, m.score())).collect();
+    let metric = if evals.iter().any(|m| m.held_out_auc.is_some()) {
+        ("auc.png", "held-out per-pixel AUC", "AUC")
+    } else {
+        ("accuracy.png", "held-out pairwise accuracy", "accuracy")
+    };
     let plots = [
         (
             out.join("loss.png"),
@@ -136,11 +138,11 @@ pub fn curves(out: &Path, steps: &[StepMetrics], evals: &[EvalMetrics]) {
             ),
         ),
         (
-            out.join("accuracy.png"),
+            out.join(metric.0),
             chart(
-                &out.join("accuracy.png"),
-                "held-out pairwise accuracy",
-                "accuracy",
+                &out.join(metric.0),
+                metric.1,
+                metric.2,
                 &[("held out", accuracy, RED)],
             ),
         ),

@@ -9,24 +9,20 @@
 //! and `state/`, from which `--resume` continues exactly where it stopped.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::backend::AutodiffBackend;
-use byteedit_models::params::{gradients, map_flat, same_key, set_trainable};
-use byteedit_models::weights::{SaveDtype, TensorStore, save_safetensors};
 use byteedit_rewards::folder::read_pixels;
 use byteedit_rewards::{Encoded, ImageReward, RewardFolder};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{RewardKind, TrainConfig};
-use crate::data::{Pair, epoch_order, read_pairs, split};
+use crate::data::{Pair, read_pairs, split};
 use crate::error::{Result, TrainError};
-use crate::optim::{AdamW, Ema, Keyed, LrSchedule, accumulate, clip_global_norm, global_norm};
-use crate::plot;
+pub use crate::run::{EvalMetrics, Progress, StepMetrics};
+use crate::run::{RunFolder, RunOutcome, Task, run, write_json};
 
 /// What to train, from what, into where.
 #[derive(Debug, Clone)]
@@ -44,58 +40,21 @@ pub struct TrainRequest {
     pub config: TrainConfig,
 }
 
-/// One optimiser step, as logged.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StepMetrics {
-    pub step: u64,
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-}
-
-/// One evaluation on the held-out pairs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EvalMetrics {
-    pub step: u64,
-    /// Share of non-tie pairs scored in the voters' order.
-    pub held_out_accuracy: f64,
-    pub held_out_loss: f64,
-}
-
-/// What the trainer reports as it goes.
-pub enum Progress<'a> {
-    Started {
-        train: usize,
-        held_out: usize,
-        first_step: u64,
-        total_steps: u64,
-    },
-    Step(&'a StepMetrics),
-    Eval(&'a EvalMetrics),
-}
-
 /// `training.json`: what the saved model is, for the registry and people.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainSummary {
     pub kind: RewardKind,
     pub data: PathBuf,
     pub parent: Option<PathBuf>,
-    pub train_pairs: usize,
-    pub held_out_pairs: usize,
+    pub train_examples: usize,
+    pub held_out_examples: usize,
     pub steps: u64,
     pub best_step: u64,
-    pub held_out_accuracy: f64,
+    /// The best held-out pairwise accuracy (R_α, R_β) or per-pixel AUC (R_γ).
+    pub held_out_score: f64,
     pub score_mean: f64,
     pub score_std: f64,
     pub config: TrainConfig,
-}
-
-/// `state/state.json`: where a run stands.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct RunState {
-    step: u64,
-    adam_step: u64,
-    best: Option<(u64, f64)>,
 }
 
 /// The training side's images and prompts, decoded once.
@@ -173,10 +132,22 @@ fn pair_loss<B: Backend>(
 
 /// Whether parameter `key` trains under `fix_rate`: the embeddings and the
 /// first ⌊n·rate⌋ layers of each encoder are frozen.
-fn trainable(key: &str, fix_rate: f64, text_layers: usize, vision_blocks: usize) -> bool {
+pub(crate) fn trainable(
+    key: &str,
+    fix_rate: f64,
+    text_layers: usize,
+    vision_blocks: usize,
+) -> bool {
     if fix_rate <= 0.0 {
         return true;
     }
+    // R_γ's backbone is `visual_encoder` at the top level.
+    let owned = format!("blip.{key}");
+    let key = if key.starts_with("visual_encoder.") {
+        owned.as_str()
+    } else {
+        key
+    };
     let index_after = |prefix: &str| -> Option<usize> {
         key.strip_prefix(prefix)?.split('.').next()?.parse().ok()
     };
@@ -197,44 +168,75 @@ fn trainable(key: &str, fix_rate: f64, text_layers: usize, vision_blocks: usize)
     true
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| TrainError::io(path, e))?;
-    std::fs::write(path, text + "\n").map_err(|e| TrainError::io(path, e))
+/// R_α / R_β as a [`Task`]: pairs in, the preference loss out.
+struct PreferenceTask<B: AutodiffBackend> {
+    folder: RewardFolder<B>,
+    train: Inputs<B::InnerBackend>,
+    held: Inputs<B::InnerBackend>,
+    held_pairs: Vec<Pair>,
+    micro_batch: usize,
 }
 
-fn save_keyed<B: Backend>(path: &Path, groups: &[(&str, &Keyed<B>)]) -> Result<()> {
-    let mut tensors = Vec::new();
-    for (group, keyed) in groups {
-        for (key, t) in keyed.iter() {
-            let values: Vec<f32> = t
-                .clone()
+impl<B: AutodiffBackend> Task<B> for PreferenceTask<B> {
+    type Model = ImageReward<B>;
+    type Example = Pair;
+
+    fn loss(&self, model: &ImageReward<B>, batch: &[&Pair]) -> Tensor<B, 1> {
+        let (p, r) = self.train.scores(model, batch, Tensor::from_inner);
+        pair_loss(p, r, batch).sum()
+    }
+
+    /// Accuracy and loss on the held-out pairs; the model to save carries
+    /// the mean and (population) std of their raw scores as its
+    /// normalisation, as ImageReward recomputes them.
+    fn evaluate(
+        &self,
+        model: ImageReward<B::InnerBackend>,
+        step: u64,
+    ) -> (EvalMetrics, ImageReward<B::InnerBackend>) {
+        let pairs: Vec<&Pair> = self.held_pairs.iter().collect();
+        let (mut correct, mut counted, mut loss) = (0usize, 0usize, 0.0);
+        let mut raw = Vec::new();
+        for chunk in pairs.chunks(self.micro_batch) {
+            let (p, r) = self.held.scores(&model, chunk, |t| t);
+            loss += pair_loss(p.clone(), r.clone(), chunk)
+                .sum()
+                .into_scalar()
+                .elem::<f64>();
+            let p: Vec<f32> = p
                 .into_data()
                 .convert::<f32>()
                 .into_vec()
                 .unwrap_or_default();
-            tensors.push((format!("{group}.{key}"), vec![values.len()], values));
+            let r: Vec<f32> = r
+                .into_data()
+                .convert::<f32>()
+                .into_vec()
+                .unwrap_or_default();
+            for ((pair, a), b) in chunk.iter().zip(&p).zip(&r) {
+                if !pair.tie {
+                    counted += 1;
+                    correct += usize::from(a > b);
+                }
+            }
+            raw.extend(p.into_iter().chain(r).map(f64::from));
         }
+        let n = raw.len().max(1) as f64;
+        let mean = raw.iter().sum::<f64>() / n;
+        let std = (raw.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let std = if std > 1e-12 { std } else { 1.0 };
+        let eval = EvalMetrics {
+            step,
+            held_out_loss: loss / pairs.len().max(1) as f64,
+            held_out_accuracy: Some(correct as f64 / counted.max(1) as f64),
+            held_out_auc: None,
+        };
+        (eval, model.with_normalisation(mean, std))
     }
-    save_safetensors(path, &tensors, SaveDtype::F32)?;
-    Ok(())
-}
 
-fn load_keyed<B: Backend>(path: &Path, group: &str, device: &B::Device) -> Result<Keyed<B>> {
-    let store =
-        TensorStore::open_files(path.parent().unwrap_or(Path::new(".")), &[path.to_owned()])?;
-    let mut out = Keyed::new();
-    let prefix = format!("{group}.");
-    for key in store.keys() {
-        if let Some(name) = key.strip_prefix(&prefix) {
-            let shape = store.shape(key).unwrap_or(&[]).to_vec();
-            let values = store.read_f32(key, &shape, &[])?;
-            out.insert(
-                name.to_owned(),
-                Tensor::from_floats(values.as_slice(), device),
-            );
-        }
+    fn save(&self, model: ImageReward<B::InnerBackend>, dir: &Path) -> Result<()> {
+        Ok(self.folder.with_model(model).save(dir)?)
     }
-    Ok(out)
 }
 
 /// Trains a reward model; see the module docs for what lands in `out`.
@@ -243,8 +245,54 @@ pub fn train_reward<B: AutodiffBackend>(
     device: &B::Device,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<TrainSummary> {
+    request.config.check()?;
+    let folder = RunFolder::open(&request.out, request.resume)?;
+    let outcome = match request.kind {
+        RewardKind::Aesthetic | RewardKind::Alignment => {
+            train_preference::<B>(request, &folder, device, progress)?
+        }
+        RewardKind::Coherence => {
+            crate::coherence::train_coherence::<B>(request, &folder, device, progress)?
+        }
+    };
+    let (score_mean, score_std) = match request.kind {
+        RewardKind::Coherence => (0.0, 1.0),
+        _ => {
+            let saved = byteedit_rewards::RewardConfig::read(&request.out)?;
+            (saved.score_mean, saved.score_std)
+        }
+    };
+    let summary = TrainSummary {
+        kind: request.kind,
+        data: request.data.clone(),
+        parent: request.init.clone(),
+        train_examples: outcome.train,
+        held_out_examples: outcome.held_out,
+        steps: outcome.run.steps,
+        best_step: outcome.run.best_step,
+        held_out_score: outcome.run.best_score,
+        score_mean,
+        score_std,
+        config: request.config.clone(),
+    };
+    write_json(&request.out.join("training.json"), &summary)?;
+    Ok(summary)
+}
+
+/// What a kind's training returns to [`train_reward`].
+pub(crate) struct KindOutcome {
+    pub train: usize,
+    pub held_out: usize,
+    pub run: RunOutcome,
+}
+
+fn train_preference<B: AutodiffBackend>(
+    request: &TrainRequest,
+    run_folder: &RunFolder,
+    device: &B::Device,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<KindOutcome> {
     let config = &request.config;
-    config.check()?;
     let pairs = read_pairs(
         &request.data,
         request.kind,
@@ -258,20 +306,8 @@ pub fn train_reward<B: AutodiffBackend>(
                 .into(),
         ));
     }
-
-    let out = &request.out;
-    let state_dir = out.join("state");
-    let state_file = state_dir.join("state.json");
-    std::fs::create_dir_all(&state_dir).map_err(|e| TrainError::io(out, e))?;
-    let resuming = request.resume && state_file.is_file();
-    if !request.resume && state_file.is_file() {
-        return Err(TrainError::Config(format!(
-            "{} already holds a training run: pass --resume to continue it, or choose another --out",
-            out.display()
-        )));
-    }
-    let folder: RewardFolder<B> = if resuming {
-        RewardFolder::load(&state_dir, device)?
+    let folder: RewardFolder<B> = if run_folder.resuming {
+        RewardFolder::load(&run_folder.state_dir(), device)?
     } else if let Some(init) = &request.init {
         RewardFolder::load(init, device)?
     } else if let Some(fresh) = &config.fresh {
@@ -290,251 +326,33 @@ pub fn train_reward<B: AutodiffBackend>(
     let (text_layers, vision_blocks) = (folder.text.num_hidden_layers, folder.config.vision.depth);
     let fix_rate = config.fix_rate;
     let is_trained = move |key: &str| trainable(key, fix_rate, text_layers, vision_blocks);
-    let mut model = set_trainable(folder.model.clone(), &same_key, &is_trained);
-
-    let mut optimizer = AdamW::<B::InnerBackend>::new(config.adamw.clone());
-    let mut ema = config.ema_decay.map(Ema::<B::InnerBackend>::new);
-    let mut run = RunState {
-        step: 0,
-        adam_step: 0,
-        best: None,
-    };
-    let metrics_path = out.join("metrics.jsonl");
-    let mut steps_log: Vec<StepMetrics> = Vec::new();
-    let mut evals_log: Vec<EvalMetrics> = Vec::new();
-    if resuming {
-        let text =
-            std::fs::read_to_string(&state_file).map_err(|e| TrainError::io(&state_file, e))?;
-        run = serde_json::from_str(&text).map_err(|e| TrainError::Input {
-            path: state_file.clone(),
-            message: format!("not a training state: {e}"),
-        })?;
-        let moments = state_dir.join("optimizer.safetensors");
-        optimizer.step = run.adam_step;
-        optimizer.first = load_keyed(&moments, "first", device)?;
-        optimizer.second = load_keyed(&moments, "second", device)?;
-        if let Some(ema) = &mut ema {
-            ema.average = load_keyed(&moments, "ema", device)?;
-        }
-        // Keep the log up to the saved step: a later part was not saved.
-        let logged = std::fs::read_to_string(&metrics_path).unwrap_or_default();
-        for line in logged.lines() {
-            if let Ok(m) = serde_json::from_str::<EvalMetrics>(line) {
-                if m.step <= run.step {
-                    evals_log.push(m);
-                }
-            } else if let Ok(m) = serde_json::from_str::<StepMetrics>(line)
-                && m.step <= run.step
-            {
-                steps_log.push(m);
-            }
-        }
-    }
-    let mut log =
-        std::fs::File::create(&metrics_path).map_err(|e| TrainError::io(&metrics_path, e))?;
-    let mut log_line = |line: String| -> Result<()> {
-        writeln!(log, "{line}").map_err(|e| TrainError::io(&metrics_path, e))
-    };
-    for m in &steps_log {
-        log_line(serde_json::to_string(m).unwrap_or_default())?;
-    }
-    for m in &evals_log {
-        log_line(serde_json::to_string(m).unwrap_or_default())?;
-    }
-
     let train_refs: Vec<&Pair> = train.iter().collect();
     let held_refs: Vec<&Pair> = held_out.iter().collect();
-    let inner_device = device.clone();
-    let train_inputs = Inputs::<B::InnerBackend>::load(&folder, &train_refs, &inner_device)?;
-    let held_inputs = Inputs::<B::InnerBackend>::load(&folder, &held_refs, &inner_device)?;
-
-    let steps_per_epoch = train.len().div_ceil(config.batch) as u64;
-    let total = config
-        .steps
-        .unwrap_or(steps_per_epoch * config.epochs as u64)
-        .max(1);
-    let eval_every = config.eval_every.unwrap_or(steps_per_epoch).max(1);
-    let schedule = LrSchedule {
-        lr: config.lr,
-        min_lr: config.min_lr,
-        warmup: config.warmup_steps,
-        total,
+    let task = PreferenceTask::<B> {
+        train: Inputs::load(&folder, &train_refs, device)?,
+        held: Inputs::load(&folder, &held_refs, device)?,
+        folder,
+        held_pairs: held_out.clone(),
+        micro_batch: config.micro_batch,
     };
-    progress(Progress::Started {
+    let model = task.folder.model.clone();
+    let outcome = run(
+        &task,
+        model,
+        &is_trained,
+        &train,
+        held_out.len(),
+        run_folder,
+        config,
+        request.stop_after,
+        device,
+        progress,
+    )?;
+    Ok(KindOutcome {
         train: train.len(),
         held_out: held_out.len(),
-        first_step: run.step + 1,
-        total_steps: total,
-    });
-
-    let stop = request.stop_after.unwrap_or(total).min(total);
-    while run.step < stop {
-        let step = run.step + 1;
-        // The pairs of this step, continuing through epochs in seeded orders.
-        let start = (step - 1) * config.batch as u64;
-        let batch: Vec<&Pair> = (start..start + config.batch as u64)
-            .map(|i| {
-                let epoch = i / train.len() as u64;
-                let order = epoch_order(train.len(), config.seed, epoch);
-                &train[order[(i % train.len() as u64) as usize]]
-            })
-            .collect();
-        let mut summed: Keyed<B::InnerBackend> = Keyed::new();
-        let mut loss_total = 0.0;
-        for micro in batch.chunks(config.micro_batch) {
-            let (p, r) = train_inputs.scores(&model, micro, Tensor::from_inner);
-            let losses = pair_loss(p, r, micro);
-            let loss = losses.sum().div_scalar(batch.len() as f64);
-            loss_total += loss.clone().into_scalar().elem::<f64>();
-            let grads = loss.backward();
-            accumulate(&mut summed, gradients(&model, &grads, &same_key));
-        }
-        let grad_norm = match config.max_grad_norm {
-            Some(max) => clip_global_norm(&mut summed, max),
-            None => global_norm(&summed),
-        };
-        let lr = schedule.at(step);
-        optimizer.begin_step();
-        model = map_flat(model, &same_key, &mut |key, flat| {
-            let grad = summed.remove(key)?;
-            let new = optimizer.update(key, flat.inner(), grad, lr);
-            if let Some(ema) = &mut ema {
-                ema.update(key, new.clone());
-            }
-            Some(Tensor::from_inner(new))
-        });
-        run.step = step;
-        run.adam_step = optimizer.step;
-        let metrics = StepMetrics {
-            step,
-            loss: loss_total,
-            lr,
-            grad_norm,
-        };
-        log_line(serde_json::to_string(&metrics).unwrap_or_default())?;
-        progress(Progress::Step(&metrics));
-        steps_log.push(metrics);
-
-        if step.is_multiple_of(eval_every) || step == total {
-            let mut evaluated = model.valid();
-            if let Some(ema) = &ema {
-                evaluated = map_flat(evaluated, &same_key, &mut |key, _| {
-                    ema.average.get(key).cloned()
-                });
-            }
-            let (eval, mean, std) = evaluate(
-                &evaluated,
-                &held_inputs,
-                &held_refs,
-                config.micro_batch,
-                step,
-            );
-            log_line(serde_json::to_string(&eval).unwrap_or_default())?;
-            progress(Progress::Eval(&eval));
-            let better = run
-                .best
-                .is_none_or(|(_, best)| eval.held_out_accuracy > best);
-            if better {
-                run.best = Some((step, eval.held_out_accuracy));
-                folder
-                    .with_model(evaluated.with_normalisation(mean, std))
-                    .save(out)?;
-            }
-            evals_log.push(eval);
-            save_state(&folder, &model, &optimizer, ema.as_ref(), &run, &state_dir)?;
-        }
-    }
-    if run.step < total {
-        save_state(&folder, &model, &optimizer, ema.as_ref(), &run, &state_dir)?;
-    }
-    plot::curves(out, &steps_log, &evals_log);
-
-    let saved = byteedit_rewards::RewardConfig::read(out)?;
-    let (best_step, held_out_accuracy) = run.best.unwrap_or((0, 0.0));
-    let summary = TrainSummary {
-        kind: request.kind,
-        data: request.data.clone(),
-        parent: request.init.clone(),
-        train_pairs: train.len(),
-        held_out_pairs: held_out.len(),
-        steps: run.step,
-        best_step,
-        held_out_accuracy,
-        score_mean: saved.score_mean,
-        score_std: saved.score_std,
-        config: config.clone(),
-    };
-    write_json(&out.join("training.json"), &summary)?;
-    Ok(summary)
-}
-
-/// Accuracy and loss on the held-out pairs, and the mean and (population)
-/// std of their raw scores, which become the saved normalisation.
-fn evaluate<B: Backend>(
-    model: &ImageReward<B>,
-    inputs: &Inputs<B>,
-    pairs: &[&Pair],
-    micro_batch: usize,
-    step: u64,
-) -> (EvalMetrics, f64, f64) {
-    let (mut correct, mut counted, mut loss) = (0usize, 0usize, 0.0);
-    let mut raw = Vec::new();
-    for chunk in pairs.chunks(micro_batch) {
-        let (p, r) = inputs.scores(model, chunk, |t| t);
-        loss += pair_loss(p.clone(), r.clone(), chunk)
-            .sum()
-            .into_scalar()
-            .elem::<f64>();
-        let p: Vec<f32> = p
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .unwrap_or_default();
-        let r: Vec<f32> = r
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .unwrap_or_default();
-        for ((pair, a), b) in chunk.iter().zip(&p).zip(&r) {
-            if !pair.tie {
-                counted += 1;
-                correct += usize::from(a > b);
-            }
-        }
-        raw.extend(p.into_iter().chain(r).map(f64::from));
-    }
-    let mean = raw.iter().sum::<f64>() / raw.len().max(1) as f64;
-    let var = raw.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / raw.len().max(1) as f64;
-    let std = if var.sqrt() > 1e-12 { var.sqrt() } else { 1.0 };
-    let eval = EvalMetrics {
-        step,
-        held_out_accuracy: correct as f64 / counted.max(1) as f64,
-        held_out_loss: loss / pairs.len().max(1) as f64,
-    };
-    (eval, mean, std)
-}
-
-/// Writes `state/`: the current weights as a reward folder, the AdamW
-/// moments and the EMA, and the step.
-fn save_state<B: AutodiffBackend>(
-    folder: &RewardFolder<B>,
-    model: &ImageReward<B>,
-    optimizer: &AdamW<B::InnerBackend>,
-    ema: Option<&Ema<B::InnerBackend>>,
-    run: &RunState,
-    dir: &Path,
-) -> Result<()> {
-    folder.with_model(model.valid()).save(dir)?;
-    let empty = Keyed::new();
-    save_keyed(
-        &dir.join("optimizer.safetensors"),
-        &[
-            ("first", &optimizer.first),
-            ("second", &optimizer.second),
-            ("ema", ema.map_or(&empty, |e| &e.average)),
-        ],
-    )?;
-    write_json(&dir.join("state.json"), run)
+        run: outcome,
+    })
 }
 
 #[cfg(test)]

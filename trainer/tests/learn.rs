@@ -57,6 +57,7 @@ fn synthetic(dir: &Path, kind: RewardKind, n: usize, seed: u64) -> PathBuf {
         let other = (named + rng.random_range(1..COLOURS.len())) % COLOURS.len();
         let (name, colour) = COLOURS[named];
         let line = match kind {
+            RewardKind::Coherence => unreachable!("coherence data come from `pasted_patches`"),
             RewardKind::Aesthetic => {
                 let (good, bad) = (format!("{i}-good.png"), format!("{i}-bad.png"));
                 picture(&dir.join(&good), colour, &mut rng);
@@ -161,16 +162,16 @@ fn learns(kind: RewardKind) {
         &Default::default(),
         &mut |p| {
             if let Progress::Eval(e) = p {
-                evals.push(e.held_out_accuracy);
+                evals.push(e.score());
             }
         },
     )
     .unwrap();
     eprintln!("{kind:?}: held-out accuracy by evaluation {evals:?}");
     assert!(
-        summary.held_out_accuracy >= 0.9,
+        summary.held_out_score >= 0.9,
         "{kind:?}: held-out accuracy {} (evals {evals:?})",
-        summary.held_out_accuracy
+        summary.held_out_score
     );
     for file in [
         "model.safetensors",
@@ -272,4 +273,118 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
         std::fs::read(whole.join("model.safetensors")).unwrap(),
         std::fs::read(parts.join("model.safetensors")).unwrap()
     );
+}
+
+/// `n` smooth "photos" (colour gradients); four in five have a square
+/// pasted in under another exposure, with its mask.
+fn pasted_patches(dir: &Path, n: usize, seed: u64) -> PathBuf {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let data = dir.join("edits.jsonl");
+    let mut file = std::fs::File::create(&data).unwrap();
+    let (w, h) = (40u32, 40u32);
+    for i in 0..n {
+        let base: [f32; 3] = [
+            rng.random_range(40.0..200.0),
+            rng.random_range(40.0..200.0),
+            rng.random_range(40.0..200.0),
+        ];
+        let slope: [f32; 3] = [
+            rng.random_range(-1.5..1.5),
+            rng.random_range(-1.5..1.5),
+            rng.random_range(-1.5..1.5),
+        ];
+        // The pasted patch: the scene under another exposure and white
+        // balance, as a badly blended fill looks.
+        let sign = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
+        let shift: [f32; 3] = std::array::from_fn(|_| sign * rng.random_range(90.0..130.0));
+        let side = rng.random_range(10..18);
+        let (x0, y0) = (rng.random_range(0..w - side), rng.random_range(0..h - side));
+        let pasted = i % 5 != 0;
+        let inside =
+            |x: u32, y: u32| pasted && (x0..x0 + side).contains(&x) && (y0..y0 + side).contains(&y);
+        let image = image::RgbImage::from_fn(w, h, |x, y| {
+            let c = |k: usize| {
+                let smooth = base[k] + slope[k] * (x + y) as f32;
+                let v = if inside(x, y) {
+                    smooth + shift[k]
+                } else {
+                    smooth
+                };
+                v.clamp(0.0, 255.0) as u8
+            };
+            image::Rgb([c(0), c(1), c(2)])
+        });
+        image.save(dir.join(format!("{i}.png"))).unwrap();
+        let line = if pasted {
+            let mask = image::GrayImage::from_fn(w, h, |x, y| {
+                image::Luma([if inside(x, y) { 255 } else { 0 }])
+            });
+            mask.save(dir.join(format!("{i}.mask.png"))).unwrap();
+            serde_json::json!({"image": format!("{i}.png"), "mask": format!("{i}.mask.png")})
+        } else {
+            serde_json::json!({"image": format!("{i}.png")})
+        };
+        writeln!(file, "{line}").unwrap();
+    }
+    data
+}
+
+#[test]
+fn the_coherence_reward_learns_which_pixels_were_pasted_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = pasted_patches(dir.path(), 100, 8);
+    let out = dir.path().join("coherence");
+    let mut config = tiny_config(120);
+    config.fresh = None;
+    config.fresh_coherence = Some(
+        serde_json::from_value(serde_json::json!({
+            "kind": "coherence",
+            "vision": {"img_size": 32, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 4}
+        }))
+        .unwrap(),
+    );
+    let mut evals = Vec::new();
+    let summary = train_reward::<B>(
+        &request(RewardKind::Coherence, data, out.clone(), config),
+        &Default::default(),
+        &mut |p| {
+            if let Progress::Eval(e) = p {
+                evals.push(e.score());
+            }
+        },
+    )
+    .unwrap();
+    eprintln!("coherence: held-out AUC by evaluation {evals:?}");
+    assert!(
+        summary.held_out_score >= 0.9,
+        "per-pixel AUC {} (evals {evals:?})",
+        summary.held_out_score
+    );
+    for file in [
+        "model.safetensors",
+        "reward_config.json",
+        "metrics.jsonl",
+        "loss.png",
+        "auc.png",
+        "training.json",
+    ] {
+        assert!(out.join(file).is_file(), "{file} was not written");
+    }
+    // The saved folder reloads and gives the same logits twice.
+    let folder =
+        byteedit_rewards::CoherenceFolder::<CpuBackend>::load(&out, &Default::default()).unwrap();
+    let pixels = byteedit_rewards::folder::read_pixels::<CpuBackend>(
+        &dir.path().join("1.png"),
+        &Default::default(),
+    )
+    .unwrap();
+    let a: Vec<f32> = folder
+        .logits(pixels.clone(), None)
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let again =
+        byteedit_rewards::CoherenceFolder::<CpuBackend>::load(&out, &Default::default()).unwrap();
+    let b: Vec<f32> = again.logits(pixels, None).into_data().to_vec().unwrap();
+    assert_eq!(a, b);
 }

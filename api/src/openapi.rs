@@ -8,7 +8,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 
 use crate::routes::{
-    comparisons, edits, events, health, jobs, keys, models, preferences, ratings, stats,
+    comparisons, edits, events, health, jobs, keys, models, preferences, ratings, rewards, stats,
 };
 
 #[derive(OpenApi)]
@@ -44,6 +44,7 @@ Every route but health and metrics needs `Authorization: Bearer <API key>`; a ke
         stats::gsb,
         stats::ratings,
         preferences::export,
+        rewards::list_rewards,
         health::healthz,
         health::readyz,
         health::metrics,

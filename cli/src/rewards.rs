@@ -61,6 +61,13 @@ pub struct TrainRewardArgs {
     /// Stop after this step, saving the state for --resume.
     #[arg(long)]
     stop_after: Option<u64>,
+    /// Register the result in Postgres under this name (its next version),
+    /// listed by `GET /v1/rewards`.
+    #[arg(long)]
+    register: Option<String>,
+    /// Postgres URL for --register; the database is created and migrated if needed.
+    #[arg(long, env = "DATABASE_URL", default_value = byteedit_jobs::config::DEFAULT_DATABASE_URL)]
+    database_url: String,
 }
 
 pub fn train(args: TrainRewardArgs) -> anyhow::Result<()> {
@@ -126,6 +133,9 @@ pub fn train(args: TrainRewardArgs) -> anyhow::Result<()> {
     let device = Default::default();
     let summary = train_reward::<Autodiff<CpuBackend>>(&request, &device, &mut on_progress)?;
     bar.finish_and_clear();
+    if let Some(name) = &args.register {
+        register(name, &args.database_url, &request, &summary)?;
+    }
     println!(
         "saved {} (best at step {}: held-out score {:.3}; score mean {:.4}, std {:.4})",
         request.out.display(),
@@ -133,6 +143,64 @@ pub fn train(args: TrainRewardArgs) -> anyhow::Result<()> {
         summary.held_out_score,
         summary.score_mean,
         summary.score_std
+    );
+    Ok(())
+}
+
+/// Records the trained folder in the `reward_models` registry.
+fn register(
+    name: &str,
+    database_url: &str,
+    request: &TrainRequest,
+    summary: &byteedit_trainer::TrainSummary,
+) -> anyhow::Result<()> {
+    let absolute = |p: &std::path::Path| {
+        std::fs::canonicalize(p)
+            .unwrap_or_else(|_| p.to_owned())
+            .to_string_lossy()
+            .into_owned()
+    };
+    let new = byteedit_jobs::db::rewards::NewRewardModel {
+        name: name.to_owned(),
+        kind: request.kind.name().to_owned(),
+        parent_path: request.init.as_deref().map(absolute),
+        location: absolute(&request.out),
+        data: serde_json::json!({
+            "file": absolute(&request.data),
+            "train_examples": summary.train_examples,
+            "held_out_examples": summary.held_out_examples,
+            "best_step": summary.best_step,
+            "config": summary.config,
+        }),
+        metric: if request.kind == RewardKind::Coherence {
+            "auc"
+        } else {
+            "accuracy"
+        }
+        .to_owned(),
+        held_out_score: summary.held_out_score,
+        score_mean: summary.score_mean,
+        score_std: summary.score_std,
+        steps: summary.steps as i64,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let record = runtime.block_on(async {
+        let db = byteedit_jobs::config::connect_database(database_url, 2, 10.0)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect to Postgres ({}) to register the reward",
+                    byteedit_jobs::config::redacted(database_url)
+                )
+            })?;
+        anyhow::Ok(byteedit_jobs::db::rewards::register(&db, &new).await?)
+    })?;
+    println!(
+        "registered {} version {} ({})",
+        record.name, record.version, record.id
     );
     Ok(())
 }

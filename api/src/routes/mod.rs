@@ -11,6 +11,7 @@ pub mod keys;
 pub mod models;
 pub mod preferences;
 pub mod ratings;
+pub mod rewards;
 pub mod stats;
 pub mod vote_page;
 
@@ -44,7 +45,8 @@ pub fn router(state: AppState) -> Router {
         .route("/comparisons/{id}/votes", post(comparisons::vote))
         .route("/stats/gsb", get(stats::gsb))
         .route("/stats/ratings", get(stats::ratings))
-        .route("/preferences/export", get(preferences::export));
+        .route("/preferences/export", get(preferences::export))
+        .route("/rewards", get(rewards::list_rewards));
     // The routes that take images. Both layers hold the upload limit: the
     // extractors' (`DefaultBodyLimit`) and tower-http's, which refuses a
     // larger `Content-Length` before reading any byte of the body.

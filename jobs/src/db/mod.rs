@@ -6,6 +6,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod models;
 pub mod retention;
+pub mod rewards;
 pub mod webhooks;
 
 pub use models::ModelStatus;

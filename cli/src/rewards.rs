@@ -30,8 +30,18 @@ pub struct TrainRewardArgs {
     /// {"prompt","preferred","rejected"} (aesthetic) /
     /// {"image","preferred_caption","rejected_caption"} (alignment) with
     /// image paths relative to the file.
+    #[arg(
+        long,
+        required_unless_present = "from_database",
+        conflicts_with = "from_database"
+    )]
+    data: Option<PathBuf>,
+    /// Aesthetic rewards: read the votes and the experts' aesthetics ratings
+    /// straight from Postgres (--database-url) instead of a file; the pairs
+    /// are written to OUT/data.jsonl (kept with the model) and the images are
+    /// read from --storage.
     #[arg(long)]
-    data: PathBuf,
+    from_database: bool,
     /// The reward folder to write (and, with --resume, to continue).
     #[arg(long)]
     out: PathBuf,
@@ -79,13 +89,24 @@ pub fn train(args: TrainRewardArgs) -> anyhow::Result<()> {
     config.batch = args.batch.unwrap_or(config.batch);
     config.lr = args.lr.unwrap_or(config.lr);
     config.seed = args.seed.unwrap_or(config.seed);
+    let kind = match args.kind {
+        Kind::Aesthetic => RewardKind::Aesthetic,
+        Kind::Alignment => RewardKind::Alignment,
+        Kind::Coherence => RewardKind::Coherence,
+    };
+    let data = match args.data {
+        Some(data) => data,
+        None => pairs_from_database(
+            kind,
+            &args.database_url,
+            args.storage.as_deref(),
+            &args.out,
+            args.resume,
+        )?,
+    };
     let request = TrainRequest {
-        kind: match args.kind {
-            Kind::Aesthetic => RewardKind::Aesthetic,
-            Kind::Alignment => RewardKind::Alignment,
-            Kind::Coherence => RewardKind::Coherence,
-        },
-        data: args.data,
+        kind,
+        data,
         out: args.out,
         init: args.init,
         storage: args.storage,
@@ -147,6 +168,93 @@ pub fn train(args: TrainRewardArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A current-thread runtime and a pool on `database_url`, for the one-shot
+/// database work of these commands.
+fn with_database<T>(
+    database_url: &str,
+    purpose: &str,
+    work: impl AsyncFnOnce(sqlx::PgPool) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let db = byteedit_jobs::config::connect_database(database_url, 2, 10.0)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect to Postgres ({}) to {purpose}",
+                    byteedit_jobs::config::redacted(database_url)
+                )
+            })?;
+        work(db).await
+    })
+}
+
+/// Writes OUT/data.jsonl from Postgres: one pair per voted comparison
+/// (majority Good against Bad; "Same" majorities marked as ties) and one
+/// per two expert-rated outputs of an input whose aesthetics differ. A
+/// resumed run keeps the file it started with.
+fn pairs_from_database(
+    kind: RewardKind,
+    database_url: &str,
+    storage: Option<&std::path::Path>,
+    out: &std::path::Path,
+    resume: bool,
+) -> anyhow::Result<PathBuf> {
+    use byteedit_jobs::db::feedback;
+    use futures_util::TryStreamExt;
+    if kind != RewardKind::Aesthetic {
+        anyhow::bail!(
+            "--from-database trains the aesthetic reward (votes and aesthetics ratings); give --kind aesthetic or a --data file"
+        );
+    }
+    let storage = storage.context(
+        "--from-database reads the images the database names from the service's storage folder: give --storage",
+    )?;
+    let storage = std::fs::canonicalize(storage)
+        .with_context(|| format!("the storage folder {} cannot be read", storage.display()))?;
+    let path = out.join("data.jsonl");
+    if resume && path.is_file() {
+        return Ok(path);
+    }
+    let image = |key: &str| storage.join(key).to_string_lossy().into_owned();
+    let (lines, votes, ratings) = with_database(database_url, "read the votes", async |db| {
+        let mut lines = Vec::new();
+        let rows: Vec<feedback::PreferenceRow> =
+            feedback::preferences(&db, byteedit_jobs::feedback::Aspect::default())
+                .try_collect()
+                .await?;
+        for r in &rows {
+            let (preferred, rejected) = if r.bad > r.good {
+                (&r.baseline_key, &r.candidate_key)
+            } else {
+                (&r.candidate_key, &r.baseline_key)
+            };
+            lines.push(serde_json::json!({
+                "prompt": r.prompt, "preferred": image(preferred), "rejected": image(rejected),
+                "tie": r.good == r.bad,
+            }));
+        }
+        let pairs = feedback::rating_pairs(&db).await?;
+        for p in &pairs {
+            lines.push(serde_json::json!({
+                "prompt": p.prompt, "preferred": image(&p.preferred_key), "rejected": image(&p.rejected_key),
+            }));
+        }
+        anyhow::Ok((lines, rows.len(), pairs.len()))
+    })?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!(
+        "{votes} voted comparisons and {ratings} expert-rating pairs from the database → {}",
+        path.display()
+    );
+    Ok(path)
+}
+
 /// Records the trained folder in the `reward_models` registry.
 fn register(
     name: &str,
@@ -183,19 +291,7 @@ fn register(
         score_std: summary.score_std,
         steps: summary.steps as i64,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let record = runtime.block_on(async {
-        let db = byteedit_jobs::config::connect_database(database_url, 2, 10.0)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot connect to Postgres ({}) to register the reward",
-                    byteedit_jobs::config::redacted(database_url)
-                )
-            })?;
+    let record = with_database(database_url, "register the reward", async |db| {
         anyhow::Ok(byteedit_jobs::db::rewards::register(&db, &new).await?)
     })?;
     println!(

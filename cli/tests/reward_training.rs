@@ -69,8 +69,9 @@ async fn votes_train_a_registered_reward_that_agrees_with_held_out_votes() {
             args.models[1].dir = brighter.clone()
         })
         .await;
+    let mut comparisons = Vec::new();
     for _ in 0..PAIRS {
-        service.comparison_run(CANDIDATE, BASELINE, "inpaint").await;
+        comparisons.push(service.comparison_run(CANDIDATE, BASELINE, "inpaint").await);
     }
     let ann = service.volunteer("ann", false).await;
     let as_ann = authorized(&ann);

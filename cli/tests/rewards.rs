@@ -295,6 +295,14 @@ fn bad_input_is_refused_with_what_to_fix() {
     let message = train(&path(d, "garbled.jsonl"), &["--config", &config]);
     assert!(message.contains("line 1"), "{message}");
 
+    let out = path(d, "db-out");
+    let (ok, _, stderr) = byteedit(&["train-reward", "--kind", "alignment", "--from-database", "--out", &out]);
+    assert!(!ok && stderr.contains("--from-database trains the aesthetic reward"), "{stderr}");
+    let (ok, _, stderr) = byteedit(&["train-reward", "--kind", "aesthetic", "--from-database", "--out", &out]);
+    assert!(!ok && stderr.contains("give --storage"), "{stderr}");
+    let (ok, _, stderr) = byteedit(&["train-reward", "--kind", "aesthetic", "--out", &out]);
+    assert!(!ok && stderr.contains("--data"), "{stderr}");
+
     let message = train(&path(d, "pairs.jsonl"), &[]);
     assert!(
         message.contains("nothing to start from") && message.contains("--init"),

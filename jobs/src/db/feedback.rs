@@ -320,3 +320,37 @@ pub fn preferences(
     .bind(aspect.as_str())
     .fetch(db)
 }
+
+/// Two outputs of one input and prompt whose mean expert aesthetics differ:
+/// a preference pair for the aesthetic reward.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RatingPair {
+    pub prompt: String,
+    pub preferred_key: String,
+    pub rejected_key: String,
+    pub preferred_score: f64,
+    pub rejected_score: f64,
+}
+
+/// Every [`RatingPair`]: outputs are scored by the mean of their experts'
+/// `aesthetics` ratings; two outputs of jobs with the same input image and
+/// prompt make a pair when their means differ (equal means are no pair).
+pub async fn rating_pairs(db: &PgPool) -> Result<Vec<RatingPair>> {
+    Ok(sqlx::query_as(
+        "WITH scored AS ( \
+           SELECT j.image_key, coalesce(j.params->>'prompt', '') AS prompt, o.storage_key AS key, \
+                  avg(r.aesthetics)::float8 AS score \
+           FROM ratings r \
+           JOIN jobs j ON j.id = r.job_id \
+           JOIN job_outputs o ON o.job_id = r.job_id AND o.index = r.output_index \
+           WHERE r.aesthetics IS NOT NULL \
+           GROUP BY j.image_key, coalesce(j.params->>'prompt', ''), o.storage_key) \
+         SELECT a.prompt, a.key AS preferred_key, b.key AS rejected_key, \
+                a.score AS preferred_score, b.score AS rejected_score \
+         FROM scored a JOIN scored b \
+           ON a.image_key = b.image_key AND a.prompt = b.prompt AND a.score > b.score \
+         ORDER BY a.key, b.key",
+    )
+    .fetch_all(db)
+    .await?)
+}

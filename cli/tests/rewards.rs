@@ -296,9 +296,26 @@ fn bad_input_is_refused_with_what_to_fix() {
     assert!(message.contains("line 1"), "{message}");
 
     let out = path(d, "db-out");
-    let (ok, _, stderr) = byteedit(&["train-reward", "--kind", "alignment", "--from-database", "--out", &out]);
-    assert!(!ok && stderr.contains("--from-database trains the aesthetic reward"), "{stderr}");
-    let (ok, _, stderr) = byteedit(&["train-reward", "--kind", "aesthetic", "--from-database", "--out", &out]);
+    let (ok, _, stderr) = byteedit(&[
+        "train-reward",
+        "--kind",
+        "alignment",
+        "--from-database",
+        "--out",
+        &out,
+    ]);
+    assert!(
+        !ok && stderr.contains("--from-database trains the aesthetic reward"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = byteedit(&[
+        "train-reward",
+        "--kind",
+        "aesthetic",
+        "--from-database",
+        "--out",
+        &out,
+    ]);
     assert!(!ok && stderr.contains("give --storage"), "{stderr}");
     let (ok, _, stderr) = byteedit(&["train-reward", "--kind", "aesthetic", "--out", &out]);
     assert!(!ok && stderr.contains("--data"), "{stderr}");

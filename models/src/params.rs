@@ -236,6 +236,15 @@ impl<B: Backend> ModuleMapper<B> for Map<'_, B> {
     }
 }
 
+/// Writes [`named_tensors`]' output as one f32 safetensors file.
+pub fn save_named(path: &std::path::Path, tensors: Vec<NamedTensor>) -> crate::Result<()> {
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = tensors
+        .into_iter()
+        .map(|t| (t.key, t.shape, t.values))
+        .collect();
+    crate::weights::save_safetensors(path, &tensors, crate::weights::SaveDtype::F32)
+}
+
 /// A replacement for a parameter's flat values, or `None` to keep them.
 pub type FlatMap<'a, B> = dyn FnMut(&str, Tensor<B, 1>) -> Option<Tensor<B, 1>> + 'a;
 

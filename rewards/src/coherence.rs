@@ -15,8 +15,8 @@ use std::path::Path;
 
 use burn::prelude::*;
 use byteedit_models::nn::{Linear, gelu};
-use byteedit_models::params::{NamedTensor, named_tensors};
-use byteedit_models::weights::{SaveDtype, TensorStore, Weights, save_safetensors};
+use byteedit_models::params::{NamedTensor, named_tensors, save_named};
+use byteedit_models::weights::{TensorStore, Weights};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::open_weights;
@@ -227,13 +227,7 @@ impl<B: Backend> CoherenceFolder<B> {
             message: e.to_string(),
         })?;
         self.config.write(dir)?;
-        let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = self
-            .model
-            .named_tensors()
-            .into_iter()
-            .map(|t| (t.key, t.shape, t.values))
-            .collect();
-        save_safetensors(&dir.join("model.safetensors"), &tensors, SaveDtype::F32)?;
+        save_named(&dir.join("model.safetensors"), self.model.named_tensors())?;
         Ok(())
     }
 }

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use burn::prelude::*;
 use byteedit_models::nn::Linear;
-use byteedit_models::params::{NamedTensor, named_tensors};
-use byteedit_models::weights::{SaveDtype, TensorStore, Weights, save_safetensors};
+use byteedit_models::params::{NamedTensor, named_tensors, save_named};
+use byteedit_models::weights::{TensorStore, Weights};
 
 use crate::checkpoint::open_weights;
 use crate::config::RewardConfig;
@@ -207,12 +207,7 @@ impl<B: Backend> ImageReward<B> {
     /// which ImageReward's own loader reads (`load_state_dict(strict=False)`
     /// tolerates the projections it lacks).
     pub fn save_weights(&self, dir: &Path) -> Result<()> {
-        let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = self
-            .named_tensors()
-            .into_iter()
-            .map(|t| (t.key, t.shape, t.values))
-            .collect();
-        save_safetensors(&dir.join("model.safetensors"), &tensors, SaveDtype::F32)?;
+        save_named(&dir.join("model.safetensors"), self.named_tensors())?;
         Ok(())
     }
 

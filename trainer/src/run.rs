@@ -266,8 +266,15 @@ pub fn run<B: AutodiffBackend, T: Task<B>>(
         // This step's examples, continuing through epochs in seeded orders.
         let start = (step - 1) * config.batch as u64;
         let len = train.len() as u64;
+        // A batch spans at most a few epochs: shuffle each once, not per example.
+        let mut order: (u64, Vec<usize>) = (u64::MAX, Vec::new());
         let batch: Vec<&T::Example> = (start..start + config.batch as u64)
-            .map(|i| &train[epoch_order(train.len(), config.seed, i / len)[(i % len) as usize]])
+            .map(|i| {
+                if order.0 != i / len {
+                    order = (i / len, epoch_order(train.len(), config.seed, i / len));
+                }
+                &train[order.1[(i % len) as usize]]
+            })
             .collect();
         let mut summed: Keyed<B::InnerBackend> = Keyed::new();
         let mut loss_total = 0.0;

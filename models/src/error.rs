@@ -14,6 +14,13 @@ pub enum ModelError {
         source: std::io::Error,
     },
 
+    #[error("cannot write `{path}`: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("`{path}` is not valid: {message}")]
     Config { path: PathBuf, message: String },
 
@@ -85,6 +92,7 @@ impl ModelError {
     pub fn error_type(&self) -> &'static str {
         match self {
             ModelError::Io { .. } => "file_unreadable",
+            ModelError::Write { .. } => "file_unwritable",
             ModelError::Config { .. } => "model_config_invalid",
             ModelError::Unsupported { .. } => "model_unsupported",
             ModelError::Safetensors { .. }
@@ -101,6 +109,13 @@ impl ModelError {
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ModelError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn write(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ModelError::Write {
             path: path.into(),
             source,
         }

@@ -12,13 +12,16 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::{ConvOptions, PaddedConvOptions};
 
 use crate::error::Result;
+use crate::lora::LoraAdapter;
 use crate::weights::Weights;
 
-/// `torch.nn.Linear`; the weight is kept as `[in, out]`.
+/// `torch.nn.Linear`; the weight is kept as `[in, out]`. A LoRA adapter,
+/// when the loader attached one ([`crate::lora`]), adds its low-rank update.
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
     pub weight: Param<Tensor<B, 2>>,
     pub bias: Option<Param<Tensor<B, 1>>>,
+    pub lora: Option<LoraAdapter<B>>,
 }
 
 impl<B: Backend> Linear<B> {
@@ -29,11 +32,21 @@ impl<B: Backend> Linear<B> {
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        let lora = match w.lora_here() {
+            Some(spec) => Some(LoraAdapter::load_or_fresh(w, spec, d_in, d_out)?),
+            None => None,
+        };
+        Ok(Self { weight, bias, lora })
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        let adapted = self.lora.as_ref().map(|lora| lora.forward(x.clone()));
+        let y =
+            burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()));
+        match adapted {
+            Some(delta) => y.add(delta),
+            None => y,
+        }
     }
 }
 

@@ -38,11 +38,12 @@ impl Path {
         rename(&joined)
     }
 
-    /// `nn::Linear` keeps its weight as `[in, out]`; checkpoints hold `[out, in]`.
+    /// `nn::Linear` (and a LoRA matrix) keeps its weight as `[in, out]`;
+    /// checkpoints hold `[out, in]`.
     fn is_linear_weight(&self) -> bool {
-        self.parts
-            .last()
-            .is_some_and(|(name, holder)| name == "weight" && holder == "Struct:Linear")
+        self.parts.last().is_some_and(|(name, holder)| {
+            name == "weight" && (holder == "Struct:Linear" || holder == "Struct:LoraMatrix")
+        })
     }
 }
 

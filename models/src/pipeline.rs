@@ -27,12 +27,16 @@ use byteedit_edit::{EditParams, ModelInfo};
 use crate::clip::{ClipTextConfig, ClipTextModel};
 use crate::config::read_config;
 use crate::error::{ModelError, Result};
+use crate::export::{diffusers_tensors, write_inpaint_folder};
 use crate::image_io::{binarize_mask, image_to_tensor, resize_nearest};
-use crate::schedulers::{Scheduler, SchedulerConfig, SchedulerKind, TimestepSpacing};
+use crate::lora::LoraSpec;
+use crate::schedulers::{
+    NoiseSchedule, Scheduler, SchedulerConfig, SchedulerKind, TimestepSpacing,
+};
 use crate::tokenizer::ClipTokenizer;
 use crate::unet_2d::{UNet2DConditionModel, UNetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
-use crate::weights::{TensorStore, Weights};
+use crate::weights::{SaveDtype, TensorStore, Weights};
 
 /// A loaded inpainting model: every component of a diffusers folder.
 pub struct InpaintModel<B: Backend> {
@@ -43,6 +47,8 @@ pub struct InpaintModel<B: Backend> {
     pub unet_config: UNetConfig,
     pub vae_config: VaeConfig,
     pub scheduler_config: SchedulerConfig,
+    /// The LoRA adapters attached to the UNet's linear layers, if any.
+    pub lora: Option<LoraSpec>,
     device: B::Device,
 }
 
@@ -190,6 +196,15 @@ impl<B: Backend> InpaintModel<B> {
     /// Loads a diffusers folder (`model_index.json`, `unet/`, `vae/`,
     /// `text_encoder/`, `tokenizer/`, `scheduler/`).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
+        Self::load_with_lora(dir, device, None)
+    }
+
+    /// [`load`](Self::load), attaching LoRA adapters to the UNet layers
+    /// `lora` names (fresh ones, or those the UNet's files hold).
+    pub fn load_with_lora(dir: &Path, device: &B::Device, lora: Option<LoraSpec>) -> Result<Self> {
+        if let Some(spec) = &lora {
+            spec.check()?;
+        }
         let ModelConfigs {
             unet: unet_config,
             vae: vae_config,
@@ -201,7 +216,7 @@ impl<B: Backend> InpaintModel<B> {
             ClipTextModel::load(w, &clip_config)
         })?;
         let unet = load_component(&dir.join("unet"), "diffusion_pytorch_model", device, |w| {
-            UNet2DConditionModel::load(w, &unet_config)
+            UNet2DConditionModel::load(&w.clone().with_lora(lora.as_ref()), &unet_config)
         })?;
         let vae = load_component(&dir.join("vae"), "diffusion_pytorch_model", device, |w| {
             AutoencoderKL::load(w, &vae_config)
@@ -214,8 +229,33 @@ impl<B: Backend> InpaintModel<B> {
             unet_config,
             vae_config,
             scheduler_config,
+            lora,
             device: device.clone(),
         })
+    }
+
+    /// Writes this model as a diffusers folder at `out`: the UNet from its
+    /// current weights (adapters merged), the other components copied from
+    /// `source`, the folder it was loaded from.
+    pub fn export(&self, source: &Path, out: &Path, dtype: SaveDtype) -> Result<()> {
+        let unet = diffusers_tensors(&self.unet, self.lora.as_ref().map(LoraSpec::scale))?;
+        write_inpaint_folder(source, out, unet, dtype)
+    }
+
+    /// The same model around another UNet (e.g. the inner-backend copy of
+    /// one in training, or its EMA weights).
+    pub fn with_unet(&self, unet: UNet2DConditionModel<B>) -> Self {
+        Self {
+            tokenizer: self.tokenizer.clone(),
+            text_encoder: self.text_encoder.clone(),
+            unet,
+            vae: self.vae.clone(),
+            unet_config: self.unet_config.clone(),
+            vae_config: self.vae_config.clone(),
+            scheduler_config: self.scheduler_config.clone(),
+            lora: self.lora.clone(),
+            device: self.device.clone(),
+        }
     }
 
     pub fn device(&self) -> &B::Device {
@@ -257,13 +297,37 @@ impl<B: Backend> InpaintModel<B> {
             .mul_scalar(self.vae_config.scaling_factor)
     }
 
-    /// Latents → image in [0, 1], `[1, 3, H, W]`.
+    /// Latents → image in [0, 1], `[n, 3, H, W]`.
     pub fn decode_latents(&self, latents: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.decode_unclamped(latents).clamp(0.0, 1.0)
+    }
+
+    /// Latents → image mapped to [0, 1] but not clamped: training decodes
+    /// with this, since the clamp zeroes the gradient of every pixel outside.
+    pub fn decode_unclamped(&self, latents: Tensor<B, 4>) -> Tensor<B, 4> {
         self.vae
             .decode(latents.div_scalar(self.vae_config.scaling_factor))
             .div_scalar(2.0)
             .add_scalar(0.5)
-            .clamp(0.0, 1.0)
+    }
+
+    /// The training noise schedule of this model's scheduler config.
+    pub fn noise_schedule(&self) -> Result<NoiseSchedule> {
+        NoiseSchedule::new(&self.scheduler_config).map_err(ModelError::InvalidInput)
+    }
+
+    /// One denoising call: the UNet on `[latents, condition]` (the mask and
+    /// masked-image latents of [`mask_condition`](Self::mask_condition)) at a
+    /// timestep per sample, with the text `context` of each sample. Inference
+    /// and training both step through this.
+    pub fn predict(
+        &self,
+        latents: Tensor<B, 4>,
+        condition: &Tensor<B, 4>,
+        context: &Tensor<B, 3>,
+        timesteps: &[f32],
+    ) -> Tensor<B, 4> {
+        self.unet.predict(latents, condition, context, timesteps)
     }
 
     /// The inpainting condition for an image and its mask (same size): the mask
@@ -366,8 +430,7 @@ impl<B: Backend> InpaintModel<B> {
         let timesteps = scheduler.timesteps().to_vec();
         for (i, &t) in timesteps.iter().enumerate() {
             let input = scheduler.scale_model_input(latents.clone().repeat_dim(0, batch), i);
-            let input = Tensor::cat(vec![input, condition.clone()], 1);
-            let prediction = self.unet.forward(input, t, &context);
+            let prediction = self.predict(input, &condition, &context, &vec![t; batch]);
             let prediction = if guided {
                 let uncond = prediction.clone().narrow(0, 0, 1);
                 let text = prediction.narrow(0, 1, 1);
@@ -413,6 +476,25 @@ impl<B: Backend> InpaintModel<B> {
                 total: started.elapsed(),
             },
         })
+    }
+}
+
+impl<B: burn::tensor::backend::AutodiffBackend> InpaintModel<B> {
+    /// The same model on the inner backend, sharing the weights: no-grad
+    /// work (text encoding, stage-2 denoising, evaluation) runs on this.
+    pub fn valid(&self) -> InpaintModel<B::InnerBackend> {
+        use burn::module::AutodiffModule;
+        InpaintModel {
+            tokenizer: self.tokenizer.clone(),
+            text_encoder: self.text_encoder.valid(),
+            unet: self.unet.valid(),
+            vae: self.vae.valid(),
+            unet_config: self.unet_config.clone(),
+            vae_config: self.vae_config.clone(),
+            scheduler_config: self.scheduler_config.clone(),
+            lora: self.lora.clone(),
+            device: self.device.clone(),
+        }
     }
 }
 

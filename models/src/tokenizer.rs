@@ -90,6 +90,27 @@ pub struct ClipTokenizer {
     max_length: usize,
 }
 
+impl Clone for ClipTokenizer {
+    fn clone(&self) -> Self {
+        let cache = self.cache.lock().map(|c| c.clone()).unwrap_or_default();
+        Self {
+            merges: self.merges.clone(),
+            symbol_ids: self.symbol_ids.clone(),
+            byte_symbol: self.byte_symbol,
+            byte_symbol_end: self.byte_symbol_end,
+            added_tokens: self.added_tokens.clone(),
+            start_of_text_id: self.start_of_text_id,
+            end_of_text_id: self.end_of_text_id,
+            cache: Mutex::new(cache),
+            bos_id: self.bos_id,
+            eos_id: self.eos_id,
+            pad_id: self.pad_id,
+            unk_id: self.unk_id,
+            max_length: self.max_length,
+        }
+    }
+}
+
 impl std::fmt::Debug for ClipTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClipTokenizer")

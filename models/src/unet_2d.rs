@@ -440,6 +440,30 @@ impl<B: Backend> UNet2DConditionModel<B> {
         context: &Tensor<B, 3>,
     ) -> Tensor<B, 4> {
         let batch = sample.dims()[0];
+        self.forward_timesteps(sample, &vec![timestep; batch], context)
+    }
+
+    /// One denoising call of an inpainting UNet: `[latents, condition]`
+    /// (mask + masked-image latents) at a timestep per sample.
+    pub fn predict(
+        &self,
+        latents: Tensor<B, 4>,
+        condition: &Tensor<B, 4>,
+        context: &Tensor<B, 3>,
+        timesteps: &[f32],
+    ) -> Tensor<B, 4> {
+        let input = Tensor::cat(vec![latents, condition.clone()], 1);
+        self.forward_timesteps(input, timesteps, context)
+    }
+
+    /// [`forward`](Self::forward) with a timestep per sample (training
+    /// batches mix noise levels); `timesteps.len()` must equal the batch.
+    pub fn forward_timesteps(
+        &self,
+        sample: Tensor<B, 4>,
+        timesteps: &[f32],
+        context: &Tensor<B, 3>,
+    ) -> Tensor<B, 4> {
         let device = sample.device();
         let sample = if self.center_input_sample {
             sample.mul_scalar(2.0).sub_scalar(1.0)
@@ -449,7 +473,7 @@ impl<B: Backend> UNet2DConditionModel<B> {
 
         // 1. time
         let t_emb = timestep_embedding::<B>(
-            &vec![timestep; batch],
+            timesteps,
             self.time_proj_dim,
             self.flip_sin_to_cos,
             self.freq_shift,

@@ -394,6 +394,8 @@ pub struct Weights<'a, B: Backend> {
     store: &'a TensorStore,
     prefix: String,
     device: B::Device,
+    /// Adapters to attach to the linear layers this spec names.
+    lora: Option<&'a crate::lora::LoraSpec>,
 }
 
 impl<B: Backend> Clone for Weights<'_, B> {
@@ -402,6 +404,7 @@ impl<B: Backend> Clone for Weights<'_, B> {
             store: self.store,
             prefix: self.prefix.clone(),
             device: self.device.clone(),
+            lora: self.lora,
         }
     }
 }
@@ -412,7 +415,23 @@ impl<'a, B: Backend> Weights<'a, B> {
             store,
             prefix: String::new(),
             device: device.clone(),
+            lora: None,
         }
+    }
+
+    /// The same position, attaching LoRA adapters where `spec` says.
+    pub fn with_lora(mut self, spec: Option<&'a crate::lora::LoraSpec>) -> Self {
+        self.lora = spec;
+        self
+    }
+
+    /// The adapter spec, if this layer (the current prefix) gets one.
+    pub fn lora_here(&self) -> Option<&'a crate::lora::LoraSpec> {
+        self.lora.filter(|spec| spec.targets_key(&self.prefix))
+    }
+
+    pub fn device(&self) -> &B::Device {
+        &self.device
     }
 
     /// One level down: `prefix.name`.
@@ -426,6 +445,7 @@ impl<'a, B: Backend> Weights<'a, B> {
             store: self.store,
             prefix,
             device: self.device.clone(),
+            lora: self.lora,
         }
     }
 

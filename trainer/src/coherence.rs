@@ -102,7 +102,7 @@ fn read_examples<B: Backend, C: Backend>(
 }
 
 /// Per-image mean pixel loss, `[batch]`.
-fn pixel_loss<B: Backend>(logits: Tensor<B, 3>, real: Tensor<B, 3>) -> Tensor<B, 1> {
+pub(crate) fn pixel_loss<B: Backend>(logits: Tensor<B, 3>, real: Tensor<B, 3>) -> Tensor<B, 1> {
     let [b, h, w] = logits.dims();
     let fake = real.clone().neg().add_scalar(1.0);
     let per_pixel = (real * log_sigmoid(logits.clone()) + fake * log_sigmoid(logits.neg())).neg();

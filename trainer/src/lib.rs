@@ -6,10 +6,12 @@ pub mod coherence;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod finetune;
 pub mod optim;
 pub mod plot;
 pub mod reward;
 pub mod run;
+pub mod vgg;
 
 pub use config::{RewardKind, TrainConfig};
 pub use error::TrainError;

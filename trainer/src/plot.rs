@@ -40,10 +40,15 @@ fn font_available() -> bool {
 }
 
 /// A curve: its legend, its points and its colour.
-type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
+pub(crate) type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
 
 /// One chart of `series` (name, points, colour) into `path`.
-fn chart(path: &Path, title: &str, y_label: &str, series: &[Series]) -> Result<(), String> {
+pub(crate) fn chart(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    series: &[Series],
+) -> Result<(), String> {
     let points: Vec<&(f64, f64)> = series.iter().flat_map(|s| s.1.iter()).collect();
     if points.is_empty() {
         return Ok(());

@@ -137,7 +137,7 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     std::fs::write(path, text + "\n").map_err(|e| TrainError::io(path, e))
 }
 
-fn save_keyed<B: Backend>(path: &Path, groups: &[(&str, &Keyed<B>)]) -> Result<()> {
+pub(crate) fn save_keyed<B: Backend>(path: &Path, groups: &[(&str, &Keyed<B>)]) -> Result<()> {
     let mut tensors = Vec::new();
     for (group, keyed) in groups {
         for (key, t) in keyed.iter() {
@@ -154,7 +154,11 @@ fn save_keyed<B: Backend>(path: &Path, groups: &[(&str, &Keyed<B>)]) -> Result<(
     Ok(())
 }
 
-fn load_keyed<B: Backend>(path: &Path, group: &str, device: &B::Device) -> Result<Keyed<B>> {
+pub(crate) fn load_keyed<B: Backend>(
+    path: &Path,
+    group: &str,
+    device: &B::Device,
+) -> Result<Keyed<B>> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let store = TensorStore::open_files(dir, &[path.to_owned()])?;
     let mut out = Keyed::new();

@@ -98,7 +98,7 @@ impl SchedulerConfig {
         Ok(config)
     }
 
-    fn prediction(&self) -> PredictionType {
+    pub fn prediction(&self) -> PredictionType {
         // Checked in `from_file`; a config built in code falls back to epsilon.
         PredictionType::parse(&self.prediction_type).unwrap_or(PredictionType::Epsilon)
     }
@@ -306,6 +306,91 @@ impl NoiseSchedule {
             .collect();
         sigmas.push(0.0);
         sigmas
+    }
+}
+
+/// The forward process and the x0 estimate at given training timesteps,
+/// one per sample: what training (and any solver) builds on.
+impl NoiseSchedule {
+    /// `[b, 1, 1, 1]` of `f(ᾱ_t)` per sample, in f32 as diffusers' tensors.
+    fn per_sample<B: Backend>(
+        &self,
+        timesteps: &[usize],
+        f: impl Fn(f32) -> f32,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 4>> {
+        let last = self.alphas_cumprod.len();
+        let values = timesteps
+            .iter()
+            .map(|&t| {
+                self.alphas_cumprod.get(t).map(|&a| f(a)).ok_or_else(|| {
+                    ModelError::InvalidInput(format!(
+                        "timestep {t} is outside the schedule's {last} training timesteps"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<f32>>>()?;
+        Ok(
+            Tensor::<B, 1>::from_floats(values.as_slice(), device).reshape([
+                timesteps.len(),
+                1,
+                1,
+                1,
+            ]),
+        )
+    }
+
+    /// diffusers' `add_noise`: `sqrt(ᾱ_t) x0 + sqrt(1 - ᾱ_t) ε`, a timestep per sample.
+    pub fn add_noise<B: Backend>(
+        &self,
+        original: Tensor<B, 4>,
+        noise: Tensor<B, 4>,
+        timesteps: &[usize],
+    ) -> Result<Tensor<B, 4>> {
+        let device = original.device();
+        let a = self.per_sample::<B>(timesteps, |a| a.sqrt(), &device)?;
+        let s = self.per_sample::<B>(timesteps, |a| (1.0 - a).sqrt(), &device)?;
+        Ok(original.mul(a).add(noise.mul(s)))
+    }
+
+    /// The solvers' `pred_original_sample`: x0 from the model's output at
+    /// `timesteps` (one per sample), for each prediction type.
+    pub fn pred_original_sample<B: Backend>(
+        &self,
+        prediction: PredictionType,
+        model_output: Tensor<B, 4>,
+        sample: Tensor<B, 4>,
+        timesteps: &[usize],
+    ) -> Result<Tensor<B, 4>> {
+        let device = sample.device();
+        let a = self.per_sample::<B>(timesteps, |a| a.sqrt(), &device)?;
+        let s = self.per_sample::<B>(timesteps, |a| (1.0 - a).sqrt(), &device)?;
+        Ok(match prediction {
+            PredictionType::Epsilon => sample.sub(model_output.mul(s)).div(a),
+            PredictionType::VPrediction => sample.mul(a).sub(model_output.mul(s)),
+            PredictionType::Sample => model_output,
+        })
+    }
+
+    /// What the model is trained to output (diffusers' training scripts):
+    /// ε, `v = sqrt(ᾱ) ε - sqrt(1 - ᾱ) x0`, or x0.
+    pub fn training_target<B: Backend>(
+        &self,
+        prediction: PredictionType,
+        original: Tensor<B, 4>,
+        noise: Tensor<B, 4>,
+        timesteps: &[usize],
+    ) -> Result<Tensor<B, 4>> {
+        Ok(match prediction {
+            PredictionType::Epsilon => noise,
+            PredictionType::Sample => original,
+            PredictionType::VPrediction => {
+                let device = original.device();
+                let a = self.per_sample::<B>(timesteps, |a| a.sqrt(), &device)?;
+                let s = self.per_sample::<B>(timesteps, |a| (1.0 - a).sqrt(), &device)?;
+                noise.mul(a).sub(original.mul(s))
+            }
+        })
     }
 }
 

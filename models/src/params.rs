@@ -228,11 +228,8 @@ impl<B: Backend> ModuleMapper<B> for Map<'_, B> {
             Some(new) => new.reshape(shape).detach(),
             None => tensor.detach(),
         };
-        let tensor = if require_grad {
-            tensor.require_grad()
-        } else {
-            tensor
-        };
+        // burn's `detach` keeps `require_grad`: set it either way.
+        let tensor = tensor.set_require_grad(require_grad);
         Param::from_mapped_value(id, tensor, mapper)
     }
 }

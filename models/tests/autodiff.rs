@@ -74,3 +74,30 @@ fn some_gradient_reaches_unet_and_vae_weights() {
             .is_none()
     );
 }
+
+/// `set_trainable(false)` really freezes: burn's `detach` keeps
+/// `require_grad`, so freezing must clear it (a frozen layer that still
+/// took gradients would be trained by any optimiser that walks them).
+#[test]
+fn frozen_parameters_take_no_gradient() {
+    use byteedit_models::params::{gradients, same_key, set_trainable};
+    let device = Default::default();
+    let mut model = InpaintModel::<AD>::load(&fixture("sd15-inpaint-tiny"), &device).unwrap();
+    model.unet = set_trainable(model.unet, &same_key, &|key| key.starts_with("conv_out"));
+    let expected = Expected::load("sd15-inpaint-tiny");
+    let sample =
+        Tensor::<AD, 4>::from_data(expected.tensor::<4>("unet.sample").into_data(), &device);
+    let context: Tensor<B, 3> = expected.tensor("unet.encoder_hidden_states");
+    let context = Tensor::<AD, 3>::from_data(context.into_data(), &device);
+    let loss = model
+        .unet
+        .forward(sample, 500.0, &context)
+        .powf_scalar(2.0)
+        .mean();
+    let grads = loss.backward();
+    let keys: Vec<String> = gradients(&model.unet, &grads, &same_key)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, ["conv_out.weight", "conv_out.bias"]);
+}

@@ -4,6 +4,7 @@
 mod bench;
 mod device;
 mod edit;
+mod finetune;
 mod keys;
 mod rewards;
 mod service;
@@ -40,6 +41,8 @@ enum Command {
     TrainReward(Box<rewards::TrainRewardArgs>),
     /// Score an image with a reward model.
     Score(rewards::ScoreArgs),
+    /// Fine-tune an inpainting model with reward feedback (PeFL, adversarial R_γ, phases).
+    Finetune(Box<finetune::FinetuneArgs>),
     /// Tools for bench/device.sh: random full-size models, reference cases, PNG comparison.
     Bench(bench::BenchCommand),
 }
@@ -49,7 +52,7 @@ fn main() -> ExitCode {
     // The one-shot `edit` stays quiet; services log what they do.
     let default_level = match cli.command {
         Command::Edit(_) | Command::Keys(_) | Command::Bench(_) | Command::Score(_) => "warn",
-        Command::TrainReward(_) => "warn",
+        Command::TrainReward(_) | Command::Finetune(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Bench(cmd) => bench::run(cmd),
         Command::TrainReward(args) => rewards::train(*args),
         Command::Score(args) => rewards::score(args),
+        Command::Finetune(args) => finetune::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,5 +14,5 @@ pub mod run;
 pub mod vgg;
 
 pub use config::{RewardKind, TrainConfig};
-pub use error::TrainError;
+pub use error::{Result, TrainError};
 pub use reward::{Progress, TrainRequest, TrainSummary, train_reward};

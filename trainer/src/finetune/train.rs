@@ -307,19 +307,7 @@ pub fn finetune<B: AutodiffBackend>(
     }
     let resuming = request.resume && state_file.is_file();
 
-    let mut examples = read_dataset(&request.data, size)?;
-    // Held-out images: the last ones of a seeded order, at least one left to train.
-    let order = epoch_order(examples.len(), config.seed, u64::MAX);
-    let held = config.held_out.min(examples.len().saturating_sub(1));
-    let mut shuffled: Vec<Example> = Vec::with_capacity(examples.len());
-    let mut slots: Vec<Option<Example>> = examples.drain(..).map(Some).collect();
-    for i in order {
-        if let Some(e) = slots[i].take() {
-            shuffled.push(e);
-        }
-    }
-    let held_out: Vec<Example> = shuffled.split_off(shuffled.len() - held);
-    let train = shuffled;
+    let (train, held_out, held_masks) = split_dataset(request, size)?;
 
     let Parts {
         mut model,
@@ -416,11 +404,6 @@ pub fn finetune<B: AutodiffBackend>(
         size as usize / sf,
     ];
     let train_timesteps = model.scheduler_config.num_train_timesteps;
-    let held_masks: Vec<image::GrayImage> = held_out
-        .iter()
-        .enumerate()
-        .map(|(i, e)| mask_for(e, config, &mut step_rng(config.seed ^ 0xE7A1, i as u64)))
-        .collect();
     let evaluate = |unet_ema: &InpaintModel<B::InnerBackend>,
                     step: u64,
                     feedback: &Feedback<B>|
@@ -568,6 +551,42 @@ pub fn finetune<B: AutodiffBackend>(
     };
     write_json(&run_dir.join("summary.json"), &summary)?;
     Ok(summary)
+}
+
+/// The dataset split as a run splits it: the training images, and the
+/// held-out ones (the last of a seeded order, at least one left to train)
+/// with their fixed evaluation masks.
+fn split_dataset(
+    request: &FinetuneRequest,
+    size: u32,
+) -> Result<(Vec<Example>, Vec<Example>, Vec<image::GrayImage>)> {
+    let config = &request.config;
+    let examples = read_dataset(&request.data, size)?;
+    let held = config.held_out.min(examples.len().saturating_sub(1));
+    let mut slots: Vec<Option<Example>> = examples.into_iter().map(Some).collect();
+    let mut shuffled: Vec<Example> = epoch_order(slots.len(), config.seed, u64::MAX)
+        .into_iter()
+        .filter_map(|i| slots[i].take())
+        .collect();
+    let held_out = shuffled.split_off(shuffled.len() - held);
+    let masks = held_out
+        .iter()
+        .enumerate()
+        .map(|(i, e)| mask_for(e, config, &mut step_rng(config.seed ^ 0xE7A1, i as u64)))
+        .collect();
+    Ok((shuffled, held_out, masks))
+}
+
+/// The held-out images and masks a run evaluates on (for checking a
+/// run's figures from its exported folder).
+pub fn held_out_set(request: &FinetuneRequest) -> Result<(Vec<Example>, Vec<image::GrayImage>)> {
+    let configs = ModelConfigs::read(&request.model)?;
+    let size = request
+        .config
+        .resolution
+        .unwrap_or(configs.native_size().native);
+    let (_, held, masks) = split_dataset(request, size)?;
+    Ok((held, masks))
 }
 
 /// The UNet with the EMA weights where they exist (the trained keys).

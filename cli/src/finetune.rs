@@ -56,6 +56,15 @@ pub struct FinetuneArgs {
     /// Stop after this step, saving the state for --resume.
     #[arg(long)]
     pub stop_after: Option<u64>,
+    /// Register the export as the next version of this model line (uploaded
+    /// to --storage-url, recorded in Postgres; `byteedit versions` lists it).
+    #[arg(long, value_name = "NAME")]
+    pub register: Option<String>,
+    #[arg(long, env = "DATABASE_URL", default_value = byteedit_jobs::config::DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// The service's object storage, for --register.
+    #[arg(long, env = "BYTEEDIT_STORAGE_URL", default_value = "./data/storage")]
+    pub storage_url: String,
 }
 
 /// The request the flags and the config make.
@@ -174,5 +183,31 @@ pub fn run(args: FinetuneArgs) -> anyhow::Result<()> {
         summary.serving_steps,
         request.out.join("training").display()
     );
+    if let Some(name) = &args.register {
+        if summary.steps < request.config.steps {
+            anyhow::bail!(
+                "not registered: the run stopped at step {} of {} (--resume it first)",
+                summary.steps,
+                request.config.steps
+            );
+        }
+        let register = crate::versions::RegisterArgs {
+            name: name.clone(),
+            folder: request.out.clone(),
+            database: crate::versions::DatabaseArgs {
+                database_url: args.database_url.clone(),
+            },
+            storage_url: args.storage_url.clone(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let version = runtime.block_on(crate::versions::register(&register))?;
+        println!(
+            "registered {} (serves with {} steps)",
+            version.label(),
+            version.default_steps
+        );
+    }
     Ok(())
 }

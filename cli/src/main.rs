@@ -8,6 +8,7 @@ mod finetune;
 mod keys;
 mod rewards;
 mod service;
+mod versions;
 
 use std::process::ExitCode;
 
@@ -43,6 +44,9 @@ enum Command {
     Score(rewards::ScoreArgs),
     /// Fine-tune an inpainting model with reward feedback (PeFL, adversarial R_γ, phases).
     Finetune(Box<finetune::FinetuneArgs>),
+    /// Register, list and compare fine-tuned model versions.
+    #[command(subcommand)]
+    Versions(versions::VersionsCommand),
     /// Tools for bench/device.sh: random full-size models, reference cases, PNG comparison.
     Bench(bench::BenchCommand),
 }
@@ -51,7 +55,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The one-shot `edit` stays quiet; services log what they do.
     let default_level = match cli.command {
-        Command::Edit(_) | Command::Keys(_) | Command::Bench(_) | Command::Score(_) => "warn",
+        Command::Edit(_)
+        | Command::Keys(_)
+        | Command::Bench(_)
+        | Command::Score(_)
+        | Command::Versions(_) => "warn",
         Command::TrainReward(_) | Command::Finetune(_) => "warn",
         _ => "info",
     };
@@ -71,6 +79,7 @@ fn main() -> ExitCode {
         Command::TrainReward(args) => rewards::train(*args),
         Command::Score(args) => rewards::score(args),
         Command::Finetune(args) => finetune::run(*args),
+        Command::Versions(cmd) => versions::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

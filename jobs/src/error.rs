@@ -19,6 +19,9 @@ pub enum JobsError {
     StorageUrl { url: String, reason: String },
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+    /// A local file of a model folder (upload, download cache).
+    #[error("model files: {0}")]
+    Io(String),
 }
 
 /// A backing service, as outages name it.
@@ -58,6 +61,7 @@ impl JobsError {
             Self::Storage(_) => "storage",
             Self::StorageUrl { .. } => "storage_url",
             Self::Corrupt(_) => "corrupt_record",
+            Self::Io(_) => "model_files",
         }
     }
 

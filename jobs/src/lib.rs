@@ -14,6 +14,7 @@ pub mod failure;
 pub mod feedback;
 pub mod ids;
 pub mod job;
+pub mod model_store;
 pub mod queue;
 pub mod rate_limit;
 pub mod storage;

@@ -7,7 +7,9 @@
 //! proptest keeps failures it finds under `proptest-regressions/`, which
 //! are committed and replayed first.
 
-use byteedit_trainer::finetune::masks::{Coverage, MaskConfig, Strategy as Kind, coverage, touches_border};
+use byteedit_trainer::finetune::masks::{
+    Coverage, MaskConfig, Strategy as Kind, coverage, touches_border,
+};
 use image::GrayImage;
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -38,7 +40,8 @@ fn binary(mask: &GrayImage) -> bool {
 }
 
 fn range() -> impl proptest::strategy::Strategy<Value = Coverage> {
-    (0.02f64..0.9, 0.05f64..0.6).prop_map(|(min, span)| Coverage::new(min, (min + span).min(0.98)))
+    (0.02f64..0.9, 0.05f64..0.6)
+        .prop_map(|(min, span)| Coverage::new(min, (min + span).min(0.98)))
         .prop_filter("a range at least 0.05 wide", |c| c.max - c.min >= 0.05)
 }
 
@@ -93,7 +96,12 @@ proptest! {
 fn mask_settings_that_cannot_draw_are_refused() {
     let mut c = MaskConfig::default();
     c.square_coverage = Coverage::new(0.3, 0.31);
-    assert!(c.check().unwrap_err().to_string().contains("masks.square_coverage is [0.3, 0.31]"));
+    assert!(
+        c.check()
+            .unwrap_err()
+            .to_string()
+            .contains("masks.square_coverage is [0.3, 0.31]")
+    );
     let mut c = MaskConfig::default();
     (c.global, c.irregular, c.square, c.outward) = (0.0, 0.0, 0.0, 0.0);
     assert!(c.check().unwrap_err().to_string().contains("not all 0"));

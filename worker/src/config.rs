@@ -6,11 +6,24 @@ use std::str::FromStr;
 use byteedit_models::ServingDefaults;
 use clap::Args;
 
-/// `NAME=DIR`: serve the diffusers folder DIR under the name NAME.
+/// `NAME=DIR`: serve the diffusers folder DIR under the name NAME; or
+/// `NAME=registry:LINE[:VERSION]`: serve a registered model version (the
+/// latest of LINE without a version), downloaded once into `--model-cache`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
     pub name: String,
+    /// The folder loaded; for a registry spec, filled in once downloaded.
     pub dir: PathBuf,
+    pub registry: Option<RegistryRef>,
+    /// The version's serving default, over the worker's `--default-steps`.
+    pub default_steps: Option<u32>,
+}
+
+/// A registered model version by line and number (`None`: the latest).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryRef {
+    pub line: String,
+    pub version: Option<i32>,
 }
 
 impl FromStr for ModelSpec {
@@ -29,9 +42,34 @@ impl FromStr for ModelSpec {
                 "model name `{name}` must be 1-64 letters, digits, `-`, `_` or `.`"
             ));
         }
+        let registry = match dir.strip_prefix("registry:") {
+            None => None,
+            Some(reference) => {
+                let (line, version) = match reference.rsplit_once(':') {
+                    Some((line, v)) => (
+                        line,
+                        Some(v.parse::<i32>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                            format!("`{s}`: the version after `{line}:` must be a number from 1, not `{v}`")
+                        })?),
+                    ),
+                    None => (reference, None),
+                };
+                if line.is_empty() {
+                    return Err(format!(
+                        "`{s}` names no model line: write NAME=registry:LINE[:VERSION]"
+                    ));
+                }
+                Some(RegistryRef {
+                    line: line.to_owned(),
+                    version,
+                })
+            }
+        };
         Ok(Self {
             name: name.to_owned(),
             dir: PathBuf::from(dir),
+            registry,
+            default_steps: None,
         })
     }
 }
@@ -46,6 +84,14 @@ pub struct WorkerArgs {
         required = true
     )]
     pub models: Vec<ModelSpec>,
+    /// Where registered model versions (`NAME=registry:LINE[:VERSION]`) are
+    /// downloaded to, one folder per digest, reused across restarts.
+    #[arg(
+        long,
+        env = "BYTEEDIT_MODEL_CACHE",
+        default_value = "./data/model-cache"
+    )]
+    pub model_cache: PathBuf,
     /// Name shown in logs and the workers table (default: host-pid).
     #[arg(long, env = "BYTEEDIT_WORKER_NAME")]
     pub worker_name: Option<String>,
@@ -91,6 +137,7 @@ impl WorkerArgs {
         let serving = ServingDefaults::default();
         Self {
             models,
+            model_cache: PathBuf::from("./data/model-cache"),
             worker_name: None,
             default_steps: serving.default_steps,
             max_steps: serving.max_steps,
@@ -129,6 +176,28 @@ impl WorkerArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_specs_parse() {
+        let spec: ModelSpec = "ft=registry:byteedit-inpaint:3".parse().unwrap();
+        assert_eq!(
+            spec.registry,
+            Some(RegistryRef {
+                line: "byteedit-inpaint".into(),
+                version: Some(3)
+            })
+        );
+        let spec: ModelSpec = "ft=registry:byteedit-inpaint".parse().unwrap();
+        assert_eq!(spec.registry.unwrap().version, None);
+        let err = "ft=registry:line:x".parse::<ModelSpec>().unwrap_err();
+        assert!(err.contains("must be a number from 1, not `x`"), "{err}");
+        assert!(
+            "ft=registry:"
+                .parse::<ModelSpec>()
+                .unwrap_err()
+                .contains("names no model line")
+        );
+    }
 
     #[test]
     fn model_specs_parse_and_bad_ones_say_why() {

@@ -83,7 +83,11 @@ impl Engine {
                     tracing::info!("loading model `{}` from {}", spec.name, spec.dir.display());
                     match InpaintModel::<B>::load(&spec.dir, &device) {
                         Ok(model) => {
-                            infos.push(model.describe(&spec.name, &args.serving_defaults()));
+                            let mut defaults = args.serving_defaults();
+                            if let Some(steps) = spec.default_steps {
+                                defaults.default_steps = steps;
+                            }
+                            infos.push(model.describe(&spec.name, &defaults));
                             models.insert(spec.name.clone(), model);
                         }
                         Err(source) => {

@@ -15,6 +15,9 @@ pub enum WorkerError {
     Jobs(#[from] JobsError),
     #[error("model `{name}`: {source}")]
     Load { name: String, source: ModelError },
+    /// A `registry:` model that is not registered.
+    #[error("model `{name}`: no registered version {reference} (see `byteedit versions list`)")]
+    NotRegistered { name: String, reference: String },
     #[error("two models are named `{0}`; give each --model a different NAME")]
     DuplicateModel(String),
     #[error("cannot start the engine thread: {0}")]

@@ -28,6 +28,7 @@ mod failure;
 pub mod inputs;
 mod lease;
 mod recording;
+pub mod registry;
 mod worker;
 
 pub use config::{ModelSpec, WorkerArgs};

@@ -106,6 +106,12 @@ impl Worker {
         backends: Backends,
         device: B::Device,
     ) -> Result<WorkerHandle, WorkerError> {
+        let mut args = args;
+        for spec in &mut args.models {
+            if let Some(reference) = spec.registry.clone() {
+                crate::registry::resolve(spec, &reference, &backends, &args.model_cache).await?;
+            }
+        }
         let engine_args = args.clone();
         // Loading blocks for seconds: off the async runtime.
         let engine = tokio::task::spawn_blocking(move || Engine::start::<B>(&engine_args, device))

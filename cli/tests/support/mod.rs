@@ -165,6 +165,8 @@ impl Service {
                 .map(|name| ModelSpec {
                     name: name.to_string(),
                     dir: tiny_model(),
+                    registry: None,
+                    default_steps: None,
                 })
                 .collect(),
         );

@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod models;
 pub mod retention;
 pub mod rewards;
+pub mod versions;
 pub mod webhooks;
 
 pub use models::ModelStatus;

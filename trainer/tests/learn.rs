@@ -339,7 +339,7 @@ fn the_coherence_reward_learns_which_pixels_were_pasted_in() {
     config.fresh_coherence = Some(
         serde_json::from_value(serde_json::json!({
             "kind": "coherence",
-            "vision": {"img_size": 32, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 4}
+            "vision": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 4}
         }))
         .unwrap(),
     );

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
+use byteedit_models::memory::{peak_rss_mib, reset_peak_rss};
 use byteedit_models::weights::SaveDtype;
 use byteedit_models::{EditRequest, InpaintModel, SchedulerKind};
 use clap::Parser;
@@ -59,20 +60,6 @@ struct Row {
 
 fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Peak resident memory since the last reset, in MiB.
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Writes the SD-1.5-sized model with random weights as fp16 once, so that

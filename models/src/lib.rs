@@ -14,6 +14,7 @@ pub mod export;
 pub mod image_io;
 pub mod lora;
 pub mod masks;
+pub mod memory;
 pub mod nn;
 pub mod params;
 pub mod pipeline;

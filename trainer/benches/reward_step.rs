@@ -13,6 +13,7 @@ use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::activation::log_sigmoid;
 use byteedit_models::CpuBackend;
+use byteedit_models::memory::peak_rss_mib;
 use byteedit_models::params::{gradients, map_flat, same_key, set_trainable};
 use byteedit_rewards::text::TextConfig;
 use byteedit_rewards::tokenizer::Encoded;
@@ -27,16 +28,6 @@ fn arg(name: &str, default: &str) -> String {
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
         .unwrap_or_else(|| default.to_owned())
-}
-
-/// Peak resident set size of this process, in MiB.
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn configs(size: &str) -> (RewardConfig, TextConfig) {

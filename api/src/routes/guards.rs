@@ -187,6 +187,50 @@ fn check_json(value: &serde_json::Value, at: &mut String) -> Result<(), ApiError
     }
 }
 
+/// How long, and how much, a body declared over its limit is read before
+/// its 413 is sent ("lingering close", as nginx does): a client that
+/// writes its whole body before reading the answer, as most do, then gets
+/// the 413 instead of a broken pipe; one that sends nothing gets it after
+/// the idle wait.
+const LINGER_IDLE: std::time::Duration = std::time::Duration::from_millis(300);
+const LINGER_TOTAL: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_MAX_BYTES: u64 = 16 << 20;
+
+/// Refuses a `Content-Length` over `limit` with 413 (made JSON by
+/// [`errors_as_json`]) after draining what the client sends within the
+/// linger window, and closes the connection.
+pub async fn linger_over_limit(
+    State(limit): State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    use futures_util::StreamExt;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(declared) = declared.filter(|d| *d > limit as u64) else {
+        return next.run(request).await;
+    };
+    let mut body = request.into_body().into_data_stream();
+    let deadline = tokio::time::Instant::now() + LINGER_TOTAL;
+    let mut read = 0u64;
+    while read < declared.min(LINGER_MAX_BYTES) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(LINGER_IDLE.min(left), body.next()).await {
+            Ok(Some(Ok(chunk))) => read += chunk.len() as u64,
+            _ => break,
+        }
+    }
+    let mut response = StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 /// Gives every error answer the API's JSON shape: those of the framework
 /// (axum's rejections, tower-http's size limit, an unknown method) come as
 /// text or empty otherwise.

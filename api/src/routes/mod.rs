@@ -47,14 +47,20 @@ pub fn router(state: AppState) -> Router {
         .route("/stats/ratings", get(stats::ratings))
         .route("/preferences/export", get(preferences::export))
         .route("/rewards", get(rewards::list_rewards));
-    // The routes that take images. Both layers hold the upload limit: the
-    // extractors' (`DefaultBodyLimit`) and tower-http's, which refuses a
-    // larger `Content-Length` before reading any byte of the body.
+    // The routes that take images. The layers hold the upload limit: the
+    // extractors' (`DefaultBodyLimit`), tower-http's for bodies without a
+    // length, and `linger_over_limit`, which refuses a larger
+    // `Content-Length` without handing the body on (draining what the
+    // client sends first, so that it reads the 413 rather than a reset).
     let uploads = Router::new()
         .route("/v1/edits", post(edits::create_edit))
         .route("/v1/comparisons", post(comparisons::create_comparison))
         .layer(DefaultBodyLimit::max(upload_limit))
-        .layer(RequestBodyLimitLayer::new(upload_limit));
+        .layer(RequestBodyLimitLayer::new(upload_limit))
+        .layer(middleware::from_fn_with_state(
+            upload_limit,
+            guards::linger_over_limit,
+        ));
     Router::new()
         .nest("/v1", v1)
         .route("/vote", get(vote_page::vote_page))
@@ -67,6 +73,10 @@ pub fn router(state: AppState) -> Router {
         // Every other route takes JSON at most.
         .layer(DefaultBodyLimit::max(json_limit))
         .layer(RequestBodyLimitLayer::new(json_limit))
+        .layer(middleware::from_fn_with_state(
+            json_limit,
+            guards::linger_over_limit,
+        ))
         .merge(uploads)
         .layer(middleware::from_fn(guards::refuse_nul_text))
         .layer(middleware::from_fn_with_state(

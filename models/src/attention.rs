@@ -147,6 +147,9 @@ impl<B: Backend> BasicTransformerBlock<B> {
 /// `proj_in`/`proj_out`: 1x1 convolutions (SD-1.x) or linears (SD-2.x,
 /// `use_linear_projection`).
 #[derive(Module, Debug)]
+// One projection per transformer: the variants' size difference (a LoRA
+// slot in `Linear`) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Projection<B: Backend> {
     Conv(Conv2d<B>),
     Linear(Linear<B>),

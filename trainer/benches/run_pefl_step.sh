@@ -4,7 +4,8 @@
 # on this machine, 2 threads each. Prints a table and writes
 # target/bench-results/pefl_step.json. docs/PERFORMANCE.md has the results.
 #
-#   REF_PYTHON=/path/to/venv/bin/python trainer/benches/run_pefl_step.sh [CASE ...]
+#   REF_PYTHON=/path/to/venv/bin/python [PROFILE=dev] trainer/benches/run_pefl_step.sh [CASE ...]
+# (PROFILE=dev reuses the test build: the engine crates are opt-level 3 there too.)
 #
 # A CASE is MODEL:SIZE:LORA with MODEL `tiny` (the fixture) or `sd15` (an
 # SD-1.5-inpainting-size folder with random weights, written once to
@@ -17,17 +18,20 @@ cd "$(dirname "$0")/../.."
 out="$PWD/target/bench-results"
 mkdir -p "$out"
 cases="${*:-tiny:64:0 tiny:64:4}"
-: > "$out/pefl_step.jsonl"
+: > "$out/pefl_step.jsonl.new"
+mv "$out/pefl_step.jsonl.new" "$out/pefl_step.jsonl"
 for case in $cases; do
   IFS=: read -r name size lora <<< "$case"
-  model=models/tests/fixtures/sd15-inpaint-tiny
+  model=$PWD/models/tests/fixtures/sd15-inpaint-tiny
   if [ "$name" = sd15 ]; then
-    model=target/bench-models/sd15-inpaint
-    [ -f "$model/model_index.json" ] || cargo run -q --release -p byteedit -- bench model \
-      --config models/benches/sd15-inpaint-config --tokenizer models/tests/fixtures/sd15-inpaint-tiny/tokenizer --out "$model"
+    model=$PWD/target/bench-models/sd15-inpaint
+    [ -f "$model/model_index.json" ] || cargo run -q --profile "${PROFILE:-release}" -p byteedit -- bench model \
+      --config models/benches/sd15-inpaint-config --tokenizer models/tests/fixtures/sd15-inpaint-tiny/tokenizer \
+      --out "$model" --dtype f32
   fi
   steps=2
-  RAYON_NUM_THREADS=2 cargo bench -q -p byteedit-trainer --bench pefl_step -- \
+  [ "$name" = sd15 ] && steps=1
+  RAYON_NUM_THREADS=2 cargo bench -q --profile "${PROFILE:-release}" -p byteedit-trainer --bench pefl_step -- \
     --model "$model" --size "$size" --lora "$lora" --steps "$steps" | tee -a "$out/pefl_step.jsonl"
   if [ -n "${REF_PYTHON:-}" ]; then
     "$REF_PYTHON" trainer/benches/pefl_step.py --model "$model" --size "$size" --lora "$lora" \

@@ -94,8 +94,10 @@ proptest! {
 
 #[test]
 fn mask_settings_that_cannot_draw_are_refused() {
-    let mut c = MaskConfig::default();
-    c.square_coverage = Coverage::new(0.3, 0.31);
+    let c = MaskConfig {
+        square_coverage: Coverage::new(0.3, 0.31),
+        ..MaskConfig::default()
+    };
     assert!(
         c.check()
             .unwrap_err()

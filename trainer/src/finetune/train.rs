@@ -423,12 +423,12 @@ pub fn finetune<B: AutodiffBackend>(
         )
         .map(Some)
     };
-    if state.step == 0 {
-        if let Some(eval) = evaluate(&model.valid(), 0, &feedback)? {
-            log_line(serde_json::to_string(&eval).unwrap_or_default())?;
-            progress(Progress::Eval(&eval));
-            evals_log.push(eval);
-        }
+    if state.step == 0
+        && let Some(eval) = evaluate(&model.valid(), 0, &feedback)?
+    {
+        log_line(serde_json::to_string(&eval).unwrap_or_default())?;
+        progress(Progress::Eval(&eval));
+        evals_log.push(eval);
     }
 
     let stop = request.stop_after.unwrap_or(total).min(total);
@@ -721,8 +721,8 @@ pub fn evaluate_held_out<B: AutodiffBackend>(
             .zip(example.image.enumerate_pixels())
         {
             if mask.get_pixel(x, y).0[0] < 128 {
-                for c in 0..3 {
-                    l1 += (p[c] as f64 - pixel.0[c] as f64 / 255.0).abs();
+                for (got, want) in p.iter().zip(pixel.0) {
+                    l1 += (*got as f64 - want as f64 / 255.0).abs();
                 }
                 kept += 3.0;
             }

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use burn::prelude::Backend;
+
 /// Where the model runs: `cpu`, or `cuda` / `cuda:N` when built with the
 /// `cuda` feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +36,37 @@ impl fmt::Display for DeviceChoice {
     }
 }
 
+/// Work that runs on whichever burn backend `--device` picks (a trait, since
+/// closures cannot be generic over the backend).
+pub trait OnDevice {
+    type Output;
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output;
+}
+
+impl DeviceChoice {
+    /// Runs `work` on this device, or says why it cannot run here (a build
+    /// without CUDA, or no NVIDIA driver).
+    pub fn run<T: OnDevice>(self, work: T) -> Result<T::Output, String> {
+        match self {
+            Self::Cpu => Ok(work.run::<byteedit_models::CpuBackend>(Default::default())),
+            #[cfg(feature = "cuda")]
+            Self::Cuda(index) => {
+                check_cuda_driver()?;
+                let device = burn::backend::cuda::CudaDevice::new(index);
+                Ok(work.run::<burn::backend::Cuda>(device))
+            }
+            #[cfg(not(feature = "cuda"))]
+            Self::Cuda(_) => {
+                Err("this build has no CUDA support: rebuild with `--features cuda`".into())
+            }
+        }
+    }
+}
+
 /// burn's CUDA runtime loads the driver lazily and panics on a device thread
 /// when it is missing, so look for it first and fail with a sentence instead.
 #[cfg(feature = "cuda")]
-pub fn check_cuda_driver() -> Result<(), String> {
+fn check_cuda_driver() -> Result<(), String> {
     // SAFETY: loading the CUDA driver library runs its initialisers only;
     // we drop it straight away.
     match unsafe { libloading::Library::new("libcuda.so.1") } {

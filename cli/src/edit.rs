@@ -20,7 +20,7 @@ use byteedit_models::{
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::device::DeviceChoice;
+use crate::device::{DeviceChoice, OnDevice};
 
 /// `byteedit edit`: the edit request's own fields (the same as the API's
 /// form, spelled as flags: `--extend-left`, `--working-size`, ...) and what
@@ -71,19 +71,16 @@ enum RegionArg {
 }
 
 pub fn run(args: EditArgs) -> Result<(), ModelError> {
-    match args.device {
-        DeviceChoice::Cpu => run_on::<byteedit_models::CpuBackend>(&args, &Default::default()),
-        #[cfg(feature = "cuda")]
-        DeviceChoice::Cuda(index) => {
-            crate::device::check_cuda_driver().map_err(ModelError::InvalidInput)?;
-            let device = burn::backend::cuda::CudaDevice::new(index);
-            run_on::<burn::backend::Cuda>(&args, &device)
+    struct Edit<'a>(&'a EditArgs);
+    impl OnDevice for Edit<'_> {
+        type Output = Result<(), ModelError>;
+        fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+            run_on::<B>(self.0, &device)
         }
-        #[cfg(not(feature = "cuda"))]
-        DeviceChoice::Cuda(_) => Err(ModelError::InvalidInput(
-            "this build has no CUDA support: rebuild with `--features cuda`".into(),
-        )),
     }
+    args.device
+        .run(Edit(&args))
+        .map_err(ModelError::InvalidInput)?
 }
 
 /// The CLI's refusals are the API's, spelled with flags.

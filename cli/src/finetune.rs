@@ -6,12 +6,15 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use burn::backend::Autodiff;
-use byteedit_models::CpuBackend;
+use burn::prelude::Backend;
 use byteedit_models::lora::LoraSpec;
 use byteedit_trainer::finetune::config::FinetuneConfig;
-use byteedit_trainer::finetune::train::{CoherenceStart, FinetuneRequest, Progress, finetune};
+use byteedit_trainer::finetune::train::{
+    CoherenceStart, FinetuneRequest, FinetuneSummary, Progress, finetune,
+};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::device::{DeviceChoice, OnDevice};
 
 #[derive(Args, Debug)]
 pub struct FinetuneArgs {
@@ -65,6 +68,9 @@ pub struct FinetuneArgs {
     /// The service's object storage, for --register.
     #[arg(long, env = "BYTEEDIT_STORAGE_URL", default_value = "./data/storage")]
     pub storage_url: String,
+    /// cpu, or cuda / cuda:N in builds with the `cuda` feature.
+    #[arg(long, default_value = "cpu", env = "BYTEEDIT_DEVICE")]
+    pub device: DeviceChoice,
 }
 
 /// The request the flags and the config make.
@@ -129,7 +135,7 @@ pub fn request(args: &FinetuneArgs) -> anyhow::Result<FinetuneRequest> {
 
 pub fn run(args: FinetuneArgs) -> anyhow::Result<()> {
     let request = request(&args)?;
-    let bar = ProgressBar::hidden();
+    let bar = crate::progress::training_bar();
     let mut on_progress = |p: Progress| match p {
         Progress::Started {
             train,
@@ -140,15 +146,7 @@ pub fn run(args: FinetuneArgs) -> anyhow::Result<()> {
             eprintln!(
                 "{train} training images, {held_out} held out; steps {first_step}..={total_steps}"
             );
-            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-            bar.set_length(total_steps);
-            bar.set_position(first_step - 1);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{bar:40} {pos}/{len} steps {elapsed_precise} (eta {eta}) {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
+            crate::progress::show_steps(&bar, first_step, total_steps);
         }
         Progress::Step(m) => {
             bar.set_position(m.step);
@@ -171,8 +169,17 @@ pub fn run(args: FinetuneArgs) -> anyhow::Result<()> {
             ))
         }
     };
-    let device = Default::default();
-    let summary = finetune::<Autodiff<CpuBackend>>(&request, &device, &mut on_progress)
+    struct Run<'a>(&'a FinetuneRequest, &'a mut dyn FnMut(Progress));
+    impl OnDevice for Run<'_> {
+        type Output = byteedit_trainer::Result<FinetuneSummary>;
+        fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+            finetune::<Autodiff<B>>(self.0, &device, self.1)
+        }
+    }
+    let summary = args
+        .device
+        .run(Run(&request, &mut on_progress))
+        .map_err(anyhow::Error::msg)?
         .with_context(|| format!("fine-tuning {}", request.model.display()))?;
     bar.finish_and_clear();
     println!(

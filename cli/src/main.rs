@@ -6,6 +6,7 @@ mod device;
 mod edit;
 mod finetune;
 mod keys;
+mod progress;
 mod rewards;
 mod service;
 mod versions;

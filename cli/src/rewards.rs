@@ -7,9 +7,13 @@ use anyhow::Context;
 use burn::backend::Autodiff;
 use byteedit_models::CpuBackend;
 use byteedit_rewards::RewardFolder;
-use byteedit_trainer::{Progress, RewardKind, TrainConfig, TrainRequest, train_reward};
+use byteedit_trainer::{
+    Progress, RewardKind, TrainConfig, TrainRequest, TrainSummary, train_reward,
+};
+use burn::prelude::Backend;
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::device::{DeviceChoice, OnDevice};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Kind {
@@ -78,6 +82,9 @@ pub struct TrainRewardArgs {
     /// Postgres URL for --register; the database is created and migrated if needed.
     #[arg(long, env = "DATABASE_URL", default_value = byteedit_jobs::config::DEFAULT_DATABASE_URL)]
     database_url: String,
+    /// cpu, or cuda / cuda:N in builds with the `cuda` feature.
+    #[arg(long, default_value = "cpu", env = "BYTEEDIT_DEVICE")]
+    device: DeviceChoice,
 }
 
 pub fn train(args: TrainRewardArgs) -> anyhow::Result<()> {
@@ -114,7 +121,7 @@ pub fn train(args: TrainRewardArgs) -> anyhow::Result<()> {
         stop_after: args.stop_after,
         config,
     };
-    let bar = ProgressBar::hidden();
+    let bar = crate::progress::training_bar();
     let mut on_progress = |p: Progress| match p {
         Progress::Started {
             train,
@@ -125,15 +132,7 @@ pub fn train(args: TrainRewardArgs) -> anyhow::Result<()> {
             eprintln!(
                 "{train} training pairs, {held_out} held out; steps {first_step}..={total_steps}"
             );
-            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-            bar.set_length(total_steps);
-            bar.set_position(first_step - 1);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{bar:40} {pos}/{len} steps {elapsed_precise} (eta {eta}) {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
+            crate::progress::show_steps(&bar, first_step, total_steps);
         }
         Progress::Step(m) => {
             bar.set_position(m.step);
@@ -151,8 +150,17 @@ pub fn train(args: TrainRewardArgs) -> anyhow::Result<()> {
             e.held_out_loss
         )),
     };
-    let device = Default::default();
-    let summary = train_reward::<Autodiff<CpuBackend>>(&request, &device, &mut on_progress)?;
+    struct Run<'a>(&'a TrainRequest, &'a mut dyn FnMut(Progress));
+    impl OnDevice for Run<'_> {
+        type Output = byteedit_trainer::Result<TrainSummary>;
+        fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+            train_reward::<Autodiff<B>>(self.0, &device, self.1)
+        }
+    }
+    let summary = args
+        .device
+        .run(Run(&request, &mut on_progress))
+        .map_err(anyhow::Error::msg)??;
     bar.finish_and_clear();
     if let Some(name) = &args.register {
         register(name, &args.database_url, &request, &summary)?;

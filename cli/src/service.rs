@@ -1,13 +1,17 @@
 //! `byteedit api`, `byteedit worker` and `byteedit serve`: the service roles.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use anyhow::Context;
+use burn::prelude::Backend;
 use byteedit_api::ApiArgs;
 use byteedit_jobs::config::redacted;
 use byteedit_jobs::{Backends, ConnectArgs};
 use byteedit_worker::{Worker, WorkerArgs, WorkerHandle};
 use clap::Args;
 
-use crate::device::DeviceChoice;
+use crate::device::{DeviceChoice, OnDevice};
 
 /// What SIGTERM (or Ctrl-C) allows before the process exits.
 #[derive(Args, Debug)]
@@ -106,22 +110,14 @@ async fn start_worker(
     backends: Backends,
     device: DeviceChoice,
 ) -> anyhow::Result<WorkerHandle> {
-    let handle = match device {
-        DeviceChoice::Cpu => {
-            Worker::start::<byteedit_models::CpuBackend>(args, backends, Default::default()).await
+    struct Start(WorkerArgs, Backends);
+    impl OnDevice for Start {
+        type Output = Pin<Box<dyn Future<Output = anyhow::Result<WorkerHandle>>>>;
+        fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+            Box::pin(async move { Ok(Worker::start::<B>(self.0, self.1, device).await?) })
         }
-        #[cfg(feature = "cuda")]
-        DeviceChoice::Cuda(index) => {
-            crate::device::check_cuda_driver().map_err(anyhow::Error::msg)?;
-            let device = burn::backend::cuda::CudaDevice::new(index);
-            Worker::start::<burn::backend::Cuda>(args, backends, device).await
-        }
-        #[cfg(not(feature = "cuda"))]
-        DeviceChoice::Cuda(_) => {
-            anyhow::bail!("this build has no CUDA support: rebuild with `--features cuda`")
-        }
-    };
-    Ok(handle?)
+    }
+    device.run(Start(args, backends)).map_err(anyhow::Error::msg)?.await
 }
 
 async fn bind(api: &ApiArgs) -> anyhow::Result<tokio::net::TcpListener> {

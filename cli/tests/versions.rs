@@ -232,3 +232,37 @@ async fn a_registered_version_is_served_by_name_with_its_defaults_and_compared()
     assert!(err.contains("no registered version of `nothing`"), "{err}");
     service.finish().await;
 }
+
+/// The training commands take `--device` like `edit` and the worker; a build
+/// without CUDA (or a machine without the driver) says so, and names the fix,
+/// before any model is loaded.
+#[test]
+fn training_on_a_device_this_build_cannot_use_is_refused_with_a_sentence() {
+    if cfg!(feature = "cuda") && Path::new("/dev/nvidiactl").exists() {
+        return; // this machine can train on CUDA: nothing to refuse
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let out = dir.path().join("out");
+    let model = tiny_model();
+    let commands: [Vec<&str>; 2] = [
+        vec!["finetune", "--model", model.to_str().unwrap()],
+        vec!["train-reward", "--kind", "aesthetic"],
+    ];
+    for command in commands {
+        let mut args = command.clone();
+        args.extend(["--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        args.extend(["--device", "cuda:1"]);
+        let (ok, text) = byteedit(&args, &[]);
+        assert!(!ok, "{text}");
+        assert!(
+            text.contains("rebuild with `--features cuda`") || text.contains("NVIDIA driver"),
+            "{command:?}: {text}"
+        );
+        args.pop();
+        args.push("tpu");
+        let (ok, text) = byteedit(&args, &[]);
+        assert!(!ok && text.contains("cpu, cuda, cuda:N"), "{command:?}: {text}");
+        assert!(!out.exists(), "{command:?} started a run");
+    }
+}

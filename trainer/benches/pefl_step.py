@@ -3,7 +3,8 @@ work as trainer/benches/pefl_step.rs (stage 2 from T1 down to a fixed t'
 without gradient, stage 3 with gradient, VAE decode, the tiny R_alpha and
 R_gamma terms, L1 and the denoising loss, backward, AdamW; then the
 discriminator step and its AdamW), on the same model folder. Prints one
-JSON line: median seconds per step after a warm-up, peak RSS.
+JSON line: median seconds per step after --warmup untimed ones, with
+its parts (forward, backward, update, discriminator), peak RSS.
 
 python trainer/benches/pefl_step.py --model DIR --size 64 --lora 0 --steps 2 --threads 2
 """
@@ -32,6 +33,7 @@ ap.add_argument("--lora", type=int, default=0)
 ap.add_argument("--steps", type=int, default=2)
 ap.add_argument("--t-prime", type=int, default=10)
 ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--warmup", type=int, default=1)
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 model = Path(a.model)
@@ -70,7 +72,7 @@ m = torch.zeros(1, 1, s, s)
 m[..., s // 4:3 * s // 4, s // 4:3 * s // 4] = 1
 sf, lat = vae.config.scaling_factor, s // 8
 times = []
-for i in range(a.steps + 1):
+for i in range(a.warmup + a.steps):
     start = time.perf_counter()
     with torch.no_grad():
         tokens = tokenizer(["a red apple on the table"], padding="max_length", max_length=tokenizer.model_max_length,
@@ -97,15 +99,20 @@ for i in range(a.steps + 1):
         noise = torch.randn(clean.shape, generator=gen)
         noisy = scheduler.add_noise(clean, noise, torch.tensor([500]))
     loss = loss + ((unet(torch.cat([noisy, condition], 1), 500, context).sample - noise) ** 2).mean()
+    forward = time.perf_counter() - start
     g_opt.zero_grad(set_to_none=True)
     loss.backward()
+    backward = time.perf_counter() - start
     g_opt.step()
+    update = time.perf_counter() - start
     d_opt.zero_grad(set_to_none=True)
     discriminator_loss(coherence, x, G.detach(), m).backward()
     d_opt.step()
-    if i > 0:
-        times.append(time.perf_counter() - start)
+    if i >= a.warmup:
+        total = time.perf_counter() - start
+        times.append((total, forward, backward - forward, update - backward, total - update))
 times.sort()
 print(json.dumps({"engine": "torch", "model": model.name, "size": s, "lora": a.lora, "t_prime": a.t_prime,
-                  "step_seconds": times[len(times) // 2],
+                  "warmup": a.warmup, **dict(zip(["step_seconds", "forward_s", "backward_s", "update_s", "discriminator_s"],
+                                                 times[len(times) // 2])),
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -3,7 +3,8 @@
 //! reward, adversarial, L1 and denoising terms), its backward and AdamW
 //! update, then the discriminator step and its update: what one iteration
 //! of `byteedit finetune` costs. Prints one JSON line: seconds per step
-//! (median of `--steps` after a warm-up) and peak resident memory.
+//! (median of `--steps` after `--warmup` untimed ones, with its parts) and
+//! peak resident memory.
 //! `trainer/benches/run_pefl_step.sh` runs it next to the same step in PyTorch.
 //!
 //! cargo bench -p byteedit-trainer --bench pefl_step -- --model DIR --size 64 --lora 0 --steps 2
@@ -24,15 +25,11 @@ use byteedit_trainer::finetune::pefl::{
 };
 use byteedit_trainer::optim::{AdamW, AdamWConfig, Keyed};
 
+mod common;
+use common::arg;
+
 type B = Autodiff<CpuBackend>;
 
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_owned())
-}
 
 fn main() {
     let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
@@ -46,6 +43,8 @@ fn main() {
     let rank: usize = arg("--lora", "0").parse().unwrap();
     let steps: usize = arg("--steps", "2").parse().unwrap();
     let t_prime: usize = arg("--t-prime", "10").parse().unwrap();
+    // Untimed steps first (allocator and caches warm); 0 for runs too slow to repeat.
+    let warmup: usize = arg("--warmup", "1").parse().unwrap();
     let device = Default::default();
     let lora = (rank > 0).then(|| LoraSpec::new(rank));
     let mut model = InpaintModel::<B>::load_with_lora(&model_dir, &device, lora).unwrap();
@@ -94,8 +93,11 @@ fn main() {
     };
     let mut g_opt = AdamW::<CpuBackend>::new(AdamWConfig::default());
     let mut d_opt = AdamW::<CpuBackend>::new(AdamWConfig::default());
-    let mut times = Vec::new();
-    for i in 0..=steps {
+    // Seconds of each part of a step: the generator's forward (stage 2
+    // without gradient, stage 3 and the losses), its backward, the AdamW
+    // update, and the discriminator step with its update.
+    let mut times: Vec<[f64; 5]> = Vec::new();
+    for i in 0..warmup + steps {
         let started = Instant::now();
         let step_noise = StepNoise {
             start: noise(),
@@ -113,11 +115,13 @@ fn main() {
             &step_noise,
         )
         .unwrap();
+        let forward = started.elapsed().as_secs_f64();
         let grads = g.loss.backward();
         let mut summed: Keyed<CpuBackend> = gradients(&model.unet, &grads, &same_key)
             .into_iter()
             .collect();
         drop(grads);
+        let backward = started.elapsed().as_secs_f64();
         g_opt.begin_step();
         model.unet = map_flat(model.unet, &same_key, &mut |key, flat| {
             let grad = summed.remove(key)?;
@@ -128,6 +132,7 @@ fn main() {
                 2e-6,
             )))
         });
+        let update = started.elapsed().as_secs_f64();
         let (d_loss, _) = discriminator_step(&coherence, g.real, g.generated, g.mask);
         let grads = d_loss.backward();
         let mut summed: Keyed<CpuBackend> = gradients(&coherence.model, &grads, &same_key)
@@ -144,17 +149,26 @@ fn main() {
             )))
         });
         coherence = coherence.with_model(updated);
-        if i > 0 {
-            times.push(started.elapsed().as_secs_f64());
+        if i >= warmup {
+            let total = started.elapsed().as_secs_f64();
+            times.push([
+                total,
+                forward,
+                backward - forward,
+                update - backward,
+                total - update,
+            ]);
         }
     }
-    times.sort_by(|a, b| a.total_cmp(b));
+    times.sort_by(|a, b| a[0].total_cmp(&b[0]));
     let median = times[times.len() / 2];
     println!(
         "{}",
         serde_json::json!({
             "engine": "byteedit", "model": model_dir.file_name().unwrap().to_string_lossy(),
-            "size": size, "lora": rank, "t_prime": t_prime, "step_seconds": median,
+            "size": size, "lora": rank, "t_prime": t_prime, "warmup": warmup,
+            "step_seconds": median[0], "forward_s": median[1], "backward_s": median[2],
+            "update_s": median[3], "discriminator_s": median[4],
             "peak_rss_mib": peak_rss_mib(),
         })
     );

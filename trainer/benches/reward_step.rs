@@ -20,15 +20,11 @@ use byteedit_rewards::tokenizer::Encoded;
 use byteedit_rewards::{ImageReward, RewardConfig};
 use byteedit_trainer::optim::{AdamW, AdamWConfig, Keyed, accumulate};
 
+mod common;
+use common::arg;
+
 type B = Autodiff<CpuBackend>;
 
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_owned())
-}
 
 fn configs(size: &str) -> (RewardConfig, TextConfig) {
     let text = |hidden: usize, layers: usize, heads: usize, inter: usize, vocab: usize| {

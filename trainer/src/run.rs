@@ -176,6 +176,97 @@ pub(crate) fn load_keyed<B: Backend>(
     Ok(out)
 }
 
+/// A saved `state.json` of a run being resumed.
+pub(crate) fn read_state<T: serde::de::DeserializeOwned>(state_file: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(state_file).map_err(|e| TrainError::io(state_file, e))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Input {
+        path: state_file.to_owned(),
+        message: format!("not a saved training state: {e}"),
+    })
+}
+
+/// Restores an optimiser's step and moments, saved by [`save_keyed`] as the
+/// groups `{prefix}first` and `{prefix}second`.
+pub(crate) fn load_moments<B: Backend>(
+    optimizer: &mut AdamW<B>,
+    moments: &Path,
+    prefix: &str,
+    step: u64,
+    device: &B::Device,
+) -> Result<()> {
+    optimizer.step = step;
+    optimizer.first = load_keyed(moments, &format!("{prefix}first"), device)?;
+    optimizer.second = load_keyed(moments, &format!("{prefix}second"), device)?;
+    Ok(())
+}
+
+/// A line of `metrics.jsonl`.
+pub(crate) trait Logged: Serialize + serde::de::DeserializeOwned {
+    fn step(&self) -> u64;
+}
+
+impl Logged for StepMetrics {
+    fn step(&self) -> u64 {
+        self.step
+    }
+}
+
+impl Logged for EvalMetrics {
+    fn step(&self) -> u64 {
+        self.step
+    }
+}
+
+/// A run's `metrics.jsonl`: one JSON line per step (`S`) and per evaluation
+/// (`E`). A resumed run keeps the lines up to its saved step (what came after
+/// was not saved, and will be run again) and appends from there.
+pub(crate) struct MetricsLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl MetricsLog {
+    /// Opens the log afresh, or for a run resumed at `resumed_at` with the
+    /// earlier lines it keeps (returned for the plots).
+    pub(crate) fn open<S: Logged, E: Logged>(
+        path: &Path,
+        resumed_at: Option<u64>,
+    ) -> Result<(Self, Vec<S>, Vec<E>)> {
+        let (mut steps, mut evals) = (Vec::new(), Vec::new());
+        if let Some(saved) = resumed_at {
+            let logged = std::fs::read_to_string(path).unwrap_or_default();
+            for line in logged.lines() {
+                if let Ok(m) = serde_json::from_str::<S>(line) {
+                    if m.step() <= saved {
+                        steps.push(m);
+                    }
+                } else if let Ok(m) = serde_json::from_str::<E>(line)
+                    && m.step() <= saved
+                {
+                    evals.push(m);
+                }
+            }
+        }
+        let file = std::fs::File::create(path).map_err(|e| TrainError::io(path, e))?;
+        let mut log = Self {
+            path: path.to_owned(),
+            file,
+        };
+        for m in &steps {
+            log.write(m)?;
+        }
+        for m in &evals {
+            log.write(m)?;
+        }
+        Ok((log, steps, evals))
+    }
+
+    pub(crate) fn write<T: Serialize>(&mut self, line: &T) -> Result<()> {
+        let text = serde_json::to_string(line).map_err(|e| TrainError::io(&self.path, e))?;
+        writeln!(self.file, "{text}").map_err(|e| TrainError::io(&self.path, e))
+    }
+}
+
 /// Trains `model` on `train` (held-out data live in the task); see the
 /// module docs. `trainable(key)` says which parameters learn.
 #[allow(clippy::too_many_arguments)]
@@ -201,49 +292,18 @@ pub fn run<B: AutodiffBackend, T: Task<B>>(
         adam_step: 0,
         best: None,
     };
-    let metrics_path = out.join("metrics.jsonl");
-    let mut steps_log: Vec<StepMetrics> = Vec::new();
-    let mut evals_log: Vec<EvalMetrics> = Vec::new();
     if folder.resuming {
-        let state_file = state_dir.join("state.json");
-        let text =
-            std::fs::read_to_string(&state_file).map_err(|e| TrainError::io(&state_file, e))?;
-        state = serde_json::from_str(&text).map_err(|e| TrainError::Input {
-            path: state_file.clone(),
-            message: format!("not a training state: {e}"),
-        })?;
+        state = read_state(&state_dir.join("state.json"))?;
         let moments = state_dir.join("optimizer.safetensors");
-        optimizer.step = state.adam_step;
-        optimizer.first = load_keyed(&moments, "first", device)?;
-        optimizer.second = load_keyed(&moments, "second", device)?;
+        load_moments(&mut optimizer, &moments, "", state.adam_step, device)?;
         if let Some(ema) = &mut ema {
             ema.average = load_keyed(&moments, "ema", device)?;
         }
-        // Keep the log up to the saved step: what came after was not saved.
-        let logged = std::fs::read_to_string(&metrics_path).unwrap_or_default();
-        for line in logged.lines() {
-            if let Ok(m) = serde_json::from_str::<StepMetrics>(line) {
-                if m.step <= state.step {
-                    steps_log.push(m);
-                }
-            } else if let Ok(m) = serde_json::from_str::<EvalMetrics>(line)
-                && m.step <= state.step
-            {
-                evals_log.push(m);
-            }
-        }
     }
-    let mut log =
-        std::fs::File::create(&metrics_path).map_err(|e| TrainError::io(&metrics_path, e))?;
-    let mut log_line = |line: String| -> Result<()> {
-        writeln!(log, "{line}").map_err(|e| TrainError::io(&metrics_path, e))
-    };
-    for line in steps_log.iter().map(serde_json::to_string) {
-        log_line(line.unwrap_or_default())?;
-    }
-    for line in evals_log.iter().map(serde_json::to_string) {
-        log_line(line.unwrap_or_default())?;
-    }
+    let (mut log, mut steps_log, mut evals_log) = MetricsLog::open::<StepMetrics, EvalMetrics>(
+        &out.join("metrics.jsonl"),
+        folder.resuming.then_some(state.step),
+    )?;
 
     let steps_per_epoch = train.len().div_ceil(config.batch) as u64;
     let total = config
@@ -310,7 +370,7 @@ pub fn run<B: AutodiffBackend, T: Task<B>>(
             lr,
             grad_norm,
         };
-        log_line(serde_json::to_string(&metrics).unwrap_or_default())?;
+        log.write(&metrics)?;
         progress(Progress::Step(&metrics));
         steps_log.push(metrics);
 
@@ -322,7 +382,7 @@ pub fn run<B: AutodiffBackend, T: Task<B>>(
                 });
             }
             let (eval, best_model) = task.evaluate(evaluated, step);
-            log_line(serde_json::to_string(&eval).unwrap_or_default())?;
+            log.write(&eval)?;
             progress(Progress::Eval(&eval));
             if state.best.is_none_or(|(_, best)| eval.score() > best) {
                 state.best = Some((step, eval.score()));

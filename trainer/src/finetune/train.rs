@@ -9,7 +9,6 @@
 //! optimisers, the EMA, R_γ, the step). Every random draw of step `s` comes
 //! from a generator seeded by `(seed, s)`, so the RNG state is the step.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::module::AutodiffModule;
@@ -35,7 +34,9 @@ use crate::finetune::pefl::{
     Batch, Feedback, GeneratorTerms, PhaseSchedule, StepNoise, discriminator_step, generator_step,
 };
 use crate::optim::{AdamW, Ema, Keyed, LrSchedule, clip_global_norm, global_norm};
-use crate::run::{load_keyed, save_keyed, write_json};
+use crate::run::{
+    Logged, MetricsLog, load_keyed, load_moments, read_state, save_keyed, write_json,
+};
 use crate::vgg::Vgg16Features;
 
 /// Where R_γ starts.
@@ -76,6 +77,18 @@ pub struct StepLine {
     pub generator: GeneratorTerms,
     pub discriminator_loss: Option<f64>,
     pub discriminator_accuracy: Option<f64>,
+}
+
+impl Logged for StepLine {
+    fn step(&self) -> u64 {
+        self.step
+    }
+}
+
+impl Logged for EvalLine {
+    fn step(&self) -> u64 {
+        self.step
+    }
 }
 
 /// One held-out evaluation: full edits at the phase's step count.
@@ -325,58 +338,27 @@ pub fn finetune<B: AutodiffBackend>(
         discriminator_adam_step: 0,
     };
     std::fs::create_dir_all(&state_dir).map_err(|e| TrainError::io(&state_dir, e))?;
-    let metrics_path = run_dir.join("metrics.jsonl");
-    let mut steps_log: Vec<StepLine> = Vec::new();
-    let mut evals_log: Vec<EvalLine> = Vec::new();
     if resuming {
-        let text =
-            std::fs::read_to_string(&state_file).map_err(|e| TrainError::io(&state_file, e))?;
-        state = serde_json::from_str(&text).map_err(|e| TrainError::Input {
-            path: state_file.clone(),
-            message: format!("not a fine-tuning state: {e}"),
-        })?;
+        state = read_state(&state_file)?;
         let saved = state_dir.join("unet.safetensors");
         let weights = load_keyed::<B::InnerBackend>(&saved, "unet", device)?;
         model.unet = map_flat(model.unet, &same_key, &mut |key, _| {
             weights.get(key).cloned().map(Tensor::from_inner)
         });
         let moments = state_dir.join("optimizer.safetensors");
-        optimizer.step = state.adam_step;
-        optimizer.first = load_keyed(&moments, "first", device)?;
-        optimizer.second = load_keyed(&moments, "second", device)?;
+        load_moments(&mut optimizer, &moments, "", state.adam_step, device)?;
         ema.average = load_keyed(&moments, "ema", device)?;
         if let Some(d) = &mut coherence {
-            let saved = CoherenceFolder::<B>::load(&state_dir.join("discriminator"), device)?;
-            *d = saved;
-            d_optimizer.step = state.discriminator_adam_step;
-            d_optimizer.first = load_keyed(&moments, "d_first", device)?;
-            d_optimizer.second = load_keyed(&moments, "d_second", device)?;
-        }
-        let logged = std::fs::read_to_string(&metrics_path).unwrap_or_default();
-        for line in logged.lines() {
-            if let Ok(m) = serde_json::from_str::<StepLine>(line) {
-                if m.step <= state.step {
-                    steps_log.push(m);
-                }
-            } else if let Ok(m) = serde_json::from_str::<EvalLine>(line)
-                && m.step <= state.step
-            {
-                evals_log.push(m);
-            }
+            *d = CoherenceFolder::<B>::load(&state_dir.join("discriminator"), device)?;
+            let step = state.discriminator_adam_step;
+            load_moments(&mut d_optimizer, &moments, "d_", step, device)?;
         }
     }
     write_json(&record, request)?;
-    let mut log =
-        std::fs::File::create(&metrics_path).map_err(|e| TrainError::io(&metrics_path, e))?;
-    let mut log_line = |line: String| -> Result<()> {
-        writeln!(log, "{line}").map_err(|e| TrainError::io(&metrics_path, e))
-    };
-    for m in &steps_log {
-        log_line(serde_json::to_string(m).unwrap_or_default())?;
-    }
-    for m in &evals_log {
-        log_line(serde_json::to_string(m).unwrap_or_default())?;
-    }
+    let (mut log, mut steps_log, mut evals_log) = MetricsLog::open::<StepLine, EvalLine>(
+        &run_dir.join("metrics.jsonl"),
+        resuming.then_some(state.step),
+    )?;
 
     let total = config.steps;
     let lr_schedule = LrSchedule {
@@ -426,7 +408,7 @@ pub fn finetune<B: AutodiffBackend>(
     if state.step == 0
         && let Some(eval) = evaluate(&model.valid(), 0, &feedback)?
     {
-        log_line(serde_json::to_string(&eval).unwrap_or_default())?;
+        log.write(&eval)?;
         progress(Progress::Eval(&eval));
         evals_log.push(eval);
     }
@@ -504,14 +486,14 @@ pub fn finetune<B: AutodiffBackend>(
             discriminator_loss: d_loss,
             discriminator_accuracy: d_accuracy,
         };
-        log_line(serde_json::to_string(&line).unwrap_or_default())?;
+        log.write(&line)?;
         progress(Progress::Step(&line));
         steps_log.push(line);
 
         if step.is_multiple_of(config.save_every) || step == stop {
             let ema_model = model.valid().with_unet(ema_unet(&model, &ema));
             if let Some(eval) = evaluate(&ema_model, step, &feedback)? {
-                log_line(serde_json::to_string(&eval).unwrap_or_default())?;
+                log.write(&eval)?;
                 progress(Progress::Eval(&eval));
                 evals_log.push(eval);
             }

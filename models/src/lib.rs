@@ -23,6 +23,7 @@ pub mod resnet;
 pub mod schedulers;
 pub mod tasks;
 pub mod tokenizer;
+pub mod training_attention;
 pub mod unet_2d;
 pub mod unet_2d_blocks;
 pub mod vae;

@@ -220,14 +220,18 @@ pub fn attention_with_padding<B: Backend>(
         softcap: None,
         is_causal: causal,
     };
+    let (q, k, v) = (split(q, n_q), split(k, n_k), split(v, n_k));
+    // Training: the UNet's and VAE's attention without the score matrix kept
+    // for backward (crate::training_attention); masks and causal text
+    // attention (frozen, short) keep burn's op.
+    let (q, k, v) = match (&padding, causal) {
+        (None, false) => match crate::training_attention::on_autodiff(q, k, v) {
+            Ok(out) => return out.swap_dims(1, 2).reshape([b, n_q, inner]),
+            Err(inputs) => inputs,
+        },
+        _ => (q, k, v),
+    };
     let mask = padding.map(|p| p.reshape([b, 1, 1, n_k]).expand([b, heads, n_q, n_k]));
-    let out = burn::tensor::module::attention(
-        split(q, n_q),
-        split(k, n_k),
-        split(v, n_k),
-        mask,
-        None,
-        options,
-    );
+    let out = burn::tensor::module::attention(q, k, v, mask, None, options);
     out.swap_dims(1, 2).reshape([b, n_q, inner])
 }

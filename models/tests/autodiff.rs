@@ -1,6 +1,7 @@
-//! A smoke test that the modules run under `Autodiff<B>`: some gradient
-//! reaches the UNet's and the VAE decoder's weights. It checks no gradient's
-//! value (the fine-tuning issue replaces it with real gradient checks).
+//! The modules under `Autodiff<B>`: some gradient reaches the UNet's and the
+//! VAE decoder's weights (values are checked against PyTorch in
+//! trainer/tests/pefl.rs), frozen parameters take none, and the training
+//! attention matches burn's attention and its gradients.
 
 mod common;
 
@@ -100,4 +101,58 @@ fn frozen_parameters_take_no_gradient() {
         .map(|(k, _)| k)
         .collect();
     assert_eq!(keys, ["conv_out.weight", "conv_out.bias"]);
+}
+
+/// The training attention (O(tokens) state, scores recomputed chunk by chunk
+/// in backward) gives burn's attention's output and gradients, for chunks of
+/// one row, chunks that do not divide the rows, one chunk, and keys ≠ queries.
+#[test]
+fn training_attention_matches_burns_attention_and_its_gradients() {
+    use burn::tensor::Distribution;
+    use byteedit_models::training_attention::attention_in_chunks;
+
+    let device = Default::default();
+    for (b, h, n_q, n_k, d, rows) in [
+        (2, 3, 10, 7, 8, 1),
+        (2, 3, 10, 7, 8, 3),
+        (1, 2, 16, 16, 4, 16),
+        (1, 1, 9, 77, 16, 4),
+    ] {
+        let draw = |shape: [usize; 4]| {
+            Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device)
+        };
+        let (q, k, v) = (draw([b, h, n_q, d]), draw([b, h, n_k, d]), draw([b, h, n_k, d]));
+        let weight = draw([b, h, n_q, d]);
+        let run = |ours: bool| {
+            let leaf = |t: &Tensor<B, 4>| Tensor::<AD, 4>::from_inner(t.clone()).require_grad();
+            let (lq, lk, lv) = (leaf(&q), leaf(&k), leaf(&v));
+            let out = if ours {
+                attention_in_chunks(lq.clone(), lk.clone(), lv.clone(), rows * b * h * n_k)
+            } else {
+                let options = burn::tensor::ops::AttentionModuleOptions {
+                    scale: None,
+                    softcap: None,
+                    is_causal: false,
+                };
+                burn::tensor::module::attention(lq.clone(), lk.clone(), lv.clone(), None, None, options)
+            };
+            let grads = (out.clone() * Tensor::from_inner(weight.clone())).sum().backward();
+            let grad = |t: &Tensor<AD, 4>| t.grad(&grads).unwrap();
+            (out.inner(), grad(&lq), grad(&lk), grad(&lv))
+        };
+        let (ours, theirs) = (run(true), run(false));
+        for (name, a, e) in [
+            ("output", ours.0, theirs.0),
+            ("dQ", ours.1, theirs.1),
+            ("dK", ours.2, theirs.2),
+            ("dV", ours.3, theirs.3),
+        ] {
+            let diff: f32 = (a - e.clone()).abs().max().into_scalar();
+            let scale: f32 = e.abs().max().into_scalar();
+            assert!(
+                diff <= 1e-5 * scale.max(1.0),
+                "{name} of [{b},{h},{n_q},{n_k},{d}] in chunks of {rows} rows: off by {diff}"
+            );
+        }
+    }
 }

@@ -22,8 +22,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 
-/// At most this many scores (f32: 64 MiB) exist at once per chunk.
-const CHUNK_ELEMENTS: usize = 1 << 24;
+/// At most this many scores (f32: 16 MiB) exist at once per chunk: small
+/// enough for the allocator to reuse the memory chunk after chunk (a fresh
+/// mapping for each large buffer spent a sixth of the time in page faults).
+const CHUNK_ELEMENTS: usize = 1 << 22;
 
 type Primitive<B> = <B as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
 type Tensors<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>);
@@ -36,36 +38,39 @@ fn primitive<B: Backend>(t: Tensor<B, 4>) -> Primitive<B> {
     t.into_primitive().tensor()
 }
 
-/// softmax(Q Kᵀ · scale) V and each query row's log-sum-exp of the scaled
-/// scores (`[batch, heads, queries, 1]`), `rows` query rows at a time.
+/// softmax(Q Kᵀ · scale) V and, per chunk of `rows` query rows, each row's
+/// log-sum-exp of the scaled scores (`[batch, heads, rows, 1]`). The chunks
+/// stay separate: a narrowed view broadcast against the scores would take
+/// flex's slow strided path.
 fn forward<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     scale: f64,
     rows: usize,
-) -> (Tensor<B, 4>, Tensor<B, 4>) {
+) -> (Tensor<B, 4>, Vec<Tensor<B, 4>>) {
     let n_q = q.dims()[2];
+    // Scaling Q (tokens × dim) is cheaper than scaling the scores.
+    let q = q.mul_scalar(scale);
     let k_t = k.swap_dims(2, 3);
     let (mut outs, mut lses) = (Vec::new(), Vec::new());
     for start in (0..n_q).step_by(rows) {
         let len = rows.min(n_q - start);
-        let scores = q
-            .clone()
-            .narrow(2, start, len)
-            .matmul(k_t.clone())
-            .mul_scalar(scale);
+        let scores = q.clone().narrow(2, start, len).matmul(k_t.clone());
         let max = scores.clone().max_dim(3);
         let p = (scores - max.clone()).exp();
         let sum = p.clone().sum_dim(3);
         outs.push(p.matmul(v.clone()).div(sum.clone()));
         lses.push(max + sum.log());
     }
-    (Tensor::cat(outs, 2), Tensor::cat(lses, 2))
+    (Tensor::cat(outs, 2), lses)
 }
 
 /// The gradients of [`forward`]'s output with respect to Q, K and V, given
 /// the output's gradient, the output and the log-sum-exp it returned.
+/// dK and dV are accumulated transposed (`dKᵀ += Q_cᵀ dS`, `dVᵀ += dO_cᵀ P`)
+/// so that only tokens × dim matrices are ever transposed, never the
+/// chunk's scores.
 fn backward<B: Backend>(state: State<B>, d_out: Tensor<B, 4>) -> Tensors<B> {
     let State {
         q,
@@ -77,26 +82,29 @@ fn backward<B: Backend>(state: State<B>, d_out: Tensor<B, 4>) -> Tensors<B> {
         rows,
     } = state;
     let n_q = q.dims()[2];
-    // Row sums of dO ⊙ O: the softmax backward's correction term.
-    let delta = (d_out.clone() * out).sum_dim(3);
-    let (k_t, v_t) = (k.clone().swap_dims(2, 3), v.clone().swap_dims(2, 3));
-    let mut d_k = k.zeros_like();
-    let mut d_v = v.zeros_like();
+    let q = q.mul_scalar(scale);
+    let (q_t, d_out_t) = (q.clone().swap_dims(2, 3), d_out.clone().swap_dims(2, 3));
+    let (k_t, v_t) = (k.clone().swap_dims(2, 3), v.swap_dims(2, 3));
+    let mut d_k_t = k_t.zeros_like();
+    let mut d_v_t = v_t.zeros_like();
     let mut d_qs = Vec::new();
-    for start in (0..n_q).step_by(rows) {
+    for (start, lse) in (0..n_q).step_by(rows).zip(lse) {
         let len = rows.min(n_q - start);
-        let q_c = q.clone().narrow(2, start, len);
+        let p = (q.clone().narrow(2, start, len).matmul(k_t.clone()) - lse).exp();
+        d_v_t = d_v_t + d_out_t.clone().narrow(3, start, len).matmul(p.clone());
         let d_out_c = d_out.clone().narrow(2, start, len);
-        let p = (q_c.clone().matmul(k_t.clone()).mul_scalar(scale)
-            - lse.clone().narrow(2, start, len))
-        .exp();
-        d_v = d_v + p.clone().swap_dims(2, 3).matmul(d_out_c.clone());
+        // Row sums of dO ⊙ O: the softmax backward's correction term.
+        let delta = (d_out_c.clone() * out.clone().narrow(2, start, len)).sum_dim(3);
         let d_p = d_out_c.matmul(v_t.clone());
-        let d_s = p * (d_p - delta.clone().narrow(2, start, len));
+        let d_s = p * (d_p - delta);
         d_qs.push(d_s.clone().matmul(k.clone()).mul_scalar(scale));
-        d_k = d_k + d_s.swap_dims(2, 3).matmul(q_c).mul_scalar(scale);
+        d_k_t = d_k_t + q_t.clone().narrow(3, start, len).matmul(d_s);
     }
-    (Tensor::cat(d_qs, 2), d_k, d_v)
+    (
+        Tensor::cat(d_qs, 2),
+        d_k_t.swap_dims(2, 3),
+        d_v_t.swap_dims(2, 3),
+    )
 }
 
 /// What the backward pass keeps: O(tokens), no scores.
@@ -106,7 +114,8 @@ struct State<B: Backend> {
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     out: Tensor<B, 4>,
-    lse: Tensor<B, 4>,
+    /// Per chunk of `rows` query rows.
+    lse: Vec<Tensor<B, 4>>,
     scale: f64,
     rows: usize,
 }

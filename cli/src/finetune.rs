@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use burn::backend::Autodiff;
 use burn::prelude::Backend;
+use byteedit_models::TrainingBackend;
 use byteedit_models::lora::LoraSpec;
 use byteedit_trainer::finetune::config::FinetuneConfig;
 use byteedit_trainer::finetune::train::{
@@ -173,7 +173,7 @@ pub fn run(args: FinetuneArgs) -> anyhow::Result<()> {
     impl OnDevice for Run<'_> {
         type Output = byteedit_trainer::Result<FinetuneSummary>;
         fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-            finetune::<Autodiff<B>>(self.0, &device, self.1)
+            finetune::<TrainingBackend<B>>(self.0, &device, self.1)
         }
     }
     let summary = args

@@ -15,7 +15,9 @@ pub fn show_steps(bar: &ProgressBar, first_step: u64, total_steps: u64) {
     bar.set_length(total_steps);
     bar.set_position(first_step.saturating_sub(1));
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} steps {elapsed_precise} (eta {eta}) {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} steps {elapsed_precise} (eta {eta}) {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
 }

@@ -4,13 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use burn::backend::Autodiff;
-use byteedit_models::CpuBackend;
+use burn::prelude::Backend;
+use byteedit_models::{CpuBackend, TrainingBackend};
 use byteedit_rewards::RewardFolder;
 use byteedit_trainer::{
     Progress, RewardKind, TrainConfig, TrainRequest, TrainSummary, train_reward,
 };
-use burn::prelude::Backend;
 use clap::{Args, ValueEnum};
 
 use crate::device::{DeviceChoice, OnDevice};
@@ -154,7 +153,7 @@ pub fn train(args: TrainRewardArgs) -> anyhow::Result<()> {
     impl OnDevice for Run<'_> {
         type Output = byteedit_trainer::Result<TrainSummary>;
         fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-            train_reward::<Autodiff<B>>(self.0, &device, self.1)
+            train_reward::<TrainingBackend<B>>(self.0, &device, self.1)
         }
     }
     let summary = args

@@ -117,7 +117,10 @@ async fn start_worker(
             Box::pin(async move { Ok(Worker::start::<B>(self.0, self.1, device).await?) })
         }
     }
-    device.run(Start(args, backends)).map_err(anyhow::Error::msg)?.await
+    device
+        .run(Start(args, backends))
+        .map_err(anyhow::Error::msg)?
+        .await
 }
 
 async fn bind(api: &ApiArgs) -> anyhow::Result<tokio::net::TcpListener> {

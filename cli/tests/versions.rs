@@ -251,7 +251,12 @@ fn training_on_a_device_this_build_cannot_use_is_refused_with_a_sentence() {
     ];
     for command in commands {
         let mut args = command.clone();
-        args.extend(["--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        args.extend([
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         args.extend(["--device", "cuda:1"]);
         let (ok, text) = byteedit(&args, &[]);
         assert!(!ok, "{text}");
@@ -262,7 +267,10 @@ fn training_on_a_device_this_build_cannot_use_is_refused_with_a_sentence() {
         args.pop();
         args.push("tpu");
         let (ok, text) = byteedit(&args, &[]);
-        assert!(!ok && text.contains("cpu, cuda, cuda:N"), "{command:?}: {text}");
+        assert!(
+            !ok && text.contains("cpu, cuda, cuda:N"),
+            "{command:?}: {text}"
+        );
         assert!(!out.exists(), "{command:?} started a run");
     }
 }

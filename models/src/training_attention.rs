@@ -16,7 +16,7 @@ use std::any::Any;
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
@@ -207,7 +207,11 @@ pub fn attention_in_chunks<B: Backend, C: CheckpointStrategy>(
 /// Runs [`attention`] when `B` is one of the autodiff backends this build
 /// trains on (Rust has no specialisation, so the generic model code asks by
 /// type); otherwise hands the tensors back for burn's own op.
-pub fn on_autodiff<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Result<Tensor<B, 4>, Tensors<B>> {
+pub fn on_autodiff<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+) -> Result<Tensor<B, 4>, Tensors<B>> {
     fn as_b<B: Backend, T: Any>(out: T) -> Tensor<B, 4> {
         let out: Box<dyn Any> = Box::new(out);
         match out.downcast::<Tensor<B, 4>>() {
@@ -216,15 +220,18 @@ pub fn on_autodiff<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>
         }
     }
     let inputs: Box<dyn Any> = Box::new((q, k, v));
-    let inputs = match inputs.downcast::<Tensors<Autodiff<crate::CpuBackend>>>() {
-        Ok(t) => return Ok(as_b::<B, _>(attention(t.0, t.1, t.2))),
-        Err(other) => other,
-    };
+    // Each autodiff backend a build trains on, with either checkpoint strategy.
+    macro_rules! run_on {
+        ($inputs:ident, $($backend:ty),+) => {$(
+            let $inputs = match $inputs.downcast::<Tensors<$backend>>() {
+                Ok(t) => return Ok(as_b::<B, _>(attention(t.0, t.1, t.2))),
+                Err(other) => other,
+            };
+        )+};
+    }
+    run_on!(inputs, Autodiff<crate::CpuBackend>, Autodiff<crate::CpuBackend, BalancedCheckpointing>);
     #[cfg(feature = "cuda")]
-    let inputs = match inputs.downcast::<Tensors<Autodiff<burn::backend::Cuda>>>() {
-        Ok(t) => return Ok(as_b::<B, _>(attention(t.0, t.1, t.2))),
-        Err(other) => other,
-    };
+    run_on!(inputs, Autodiff<burn::backend::Cuda>, Autodiff<burn::backend::Cuda, BalancedCheckpointing>);
     match inputs.downcast::<Tensors<B>>() {
         Ok(t) => Err(*t),
         Err(_) => unreachable!("the inputs are Tensor<B, 4>"),

@@ -121,7 +121,11 @@ fn training_attention_matches_burns_attention_and_its_gradients() {
         let draw = |shape: [usize; 4]| {
             Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device)
         };
-        let (q, k, v) = (draw([b, h, n_q, d]), draw([b, h, n_k, d]), draw([b, h, n_k, d]));
+        let (q, k, v) = (
+            draw([b, h, n_q, d]),
+            draw([b, h, n_k, d]),
+            draw([b, h, n_k, d]),
+        );
         let weight = draw([b, h, n_q, d]);
         let run = |ours: bool| {
             let leaf = |t: &Tensor<B, 4>| Tensor::<AD, 4>::from_inner(t.clone()).require_grad();
@@ -134,9 +138,18 @@ fn training_attention_matches_burns_attention_and_its_gradients() {
                     softcap: None,
                     is_causal: false,
                 };
-                burn::tensor::module::attention(lq.clone(), lk.clone(), lv.clone(), None, None, options)
+                burn::tensor::module::attention(
+                    lq.clone(),
+                    lk.clone(),
+                    lv.clone(),
+                    None,
+                    None,
+                    options,
+                )
             };
-            let grads = (out.clone() * Tensor::from_inner(weight.clone())).sum().backward();
+            let grads = (out.clone() * Tensor::from_inner(weight.clone()))
+                .sum()
+                .backward();
             let grad = |t: &Tensor<AD, 4>| t.grad(&grads).unwrap();
             (out.inner(), grad(&lq), grad(&lk), grad(&lv))
         };

@@ -8,15 +8,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::activation::log_sigmoid;
-use byteedit_models::CpuBackend;
 use byteedit_models::params::{gradients, same_key};
+use byteedit_models::{CpuBackend, TrainingBackend};
 use byteedit_rewards::RewardFolder;
 
-type B = Autodiff<CpuBackend>;
+type B = TrainingBackend<CpuBackend>;
 
 fn fixture() -> PathBuf {
     PathBuf::from(concat!(
@@ -106,6 +105,15 @@ fn preference_loss_gradients_equal_torch_autograd() {
                 .reshape([shape[0] * shape[1]]);
         }
         let got: Vec<f32> = got.into_data().to_vec().unwrap();
+        if key.ends_with(".key.bias") {
+            // A key bias shifts every score of a softmax row alike: its true
+            // gradient is zero and both sides hold rounding noise, whose
+            // order changes with how backward recomputes (checkpointing).
+            let noise = got.iter().chain(want).fold(0f32, |m, v| m.max(v.abs()));
+            assert!(noise <= 1e-6, "d loss / d {key} should be zero, is up to {noise}");
+            checked += 1;
+            continue;
+        }
         let err = relative(&got, want);
         assert!(err <= 1e-4, "d loss / d {key}: relative error {err}");
         checked += 1;

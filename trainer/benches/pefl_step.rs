@@ -12,12 +12,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use burn::backend::Autodiff;
 use burn::prelude::*;
 use byteedit_models::lora::LoraSpec;
 use byteedit_models::memory::peak_rss_mib;
 use byteedit_models::params::{gradients, map_flat, same_key, set_trainable};
-use byteedit_models::{CpuBackend, InpaintModel};
+use byteedit_models::{CpuBackend, InpaintModel, TrainingBackend};
 use byteedit_rewards::{CoherenceFolder, RewardFolder};
 use byteedit_trainer::finetune::config::{LossWeights, PhaseConfig};
 use byteedit_trainer::finetune::pefl::{
@@ -28,8 +27,7 @@ use byteedit_trainer::optim::{AdamW, AdamWConfig, Keyed};
 mod common;
 use common::arg;
 
-type B = Autodiff<CpuBackend>;
-
+type B = TrainingBackend<CpuBackend>;
 
 fn main() {
     let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));

@@ -9,12 +9,11 @@
 
 use std::time::Instant;
 
-use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::activation::log_sigmoid;
-use byteedit_models::CpuBackend;
 use byteedit_models::memory::peak_rss_mib;
 use byteedit_models::params::{gradients, map_flat, same_key, set_trainable};
+use byteedit_models::{CpuBackend, TrainingBackend};
 use byteedit_rewards::text::TextConfig;
 use byteedit_rewards::tokenizer::Encoded;
 use byteedit_rewards::{ImageReward, RewardConfig};
@@ -23,8 +22,7 @@ use byteedit_trainer::optim::{AdamW, AdamWConfig, Keyed, accumulate};
 mod common;
 use common::arg;
 
-type B = Autodiff<CpuBackend>;
-
+type B = TrainingBackend<CpuBackend>;
 
 fn configs(size: &str) -> (RewardConfig, TextConfig) {
     let text = |hidden: usize, layers: usize, heads: usize, inter: usize, vocab: usize| {

@@ -6,6 +6,7 @@
 //! weights, the AdamW moments, the EMA and the step; the data order is a
 //! function of the seed and the step).
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -13,7 +14,7 @@ use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use byteedit_models::params::{gradients, map_flat, same_key, set_trainable};
-use byteedit_models::weights::{SaveDtype, TensorStore, save_safetensors};
+use byteedit_models::weights::{SaveDtype, TensorStore, ValuesToSave, save_safetensors_lazily};
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
@@ -138,19 +139,28 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 }
 
 pub(crate) fn save_keyed<B: Backend>(path: &Path, groups: &[(&str, &Keyed<B>)]) -> Result<()> {
+    // Each tensor is read back from the backend only when the file reaches
+    // it: a full SD-1.5 run's moments and EMA are 10 GB.
     let mut tensors = Vec::new();
     for (group, keyed) in groups {
         for (key, t) in keyed.iter() {
-            let values: Vec<f32> = t
-                .clone()
-                .into_data()
-                .convert::<f32>()
-                .into_vec()
-                .unwrap_or_default();
-            tensors.push((format!("{group}.{key}"), vec![values.len()], values));
+            let values: ValuesToSave<'_> = Box::new(move || {
+                Cow::Owned(
+                    t.clone()
+                        .into_data()
+                        .convert::<f32>()
+                        .into_vec()
+                        .unwrap_or_default(),
+                )
+            });
+            tensors.push((
+                format!("{group}.{key}"),
+                vec![t.shape().num_elements()],
+                values,
+            ));
         }
     }
-    save_safetensors(path, &tensors, SaveDtype::F32)?;
+    save_safetensors_lazily(path, tensors, SaveDtype::F32)?;
     Ok(())
 }
 

@@ -8,8 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::backend::Autodiff;
-use byteedit_models::{CpuBackend, InpaintModel};
+use byteedit_models::{CpuBackend, InpaintModel, TrainingBackend};
 use byteedit_rewards::RewardFolder;
 use byteedit_trainer::finetune::config::FinetuneConfig;
 use byteedit_trainer::finetune::data::read_dataset;
@@ -18,7 +17,7 @@ use byteedit_trainer::finetune::train::{
     CoherenceStart, FinetuneRequest, FinetuneSummary, Progress, evaluate_held_out, finetune,
 };
 
-type AD = Autodiff<CpuBackend>;
+type AD = TrainingBackend<CpuBackend>;
 
 fn root() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))

@@ -6,16 +6,15 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use burn::backend::Autodiff;
-use byteedit_models::CpuBackend;
 use byteedit_models::weights::TensorStore;
+use byteedit_models::{CpuBackend, TrainingBackend};
 use byteedit_rewards::RewardFolder;
 use byteedit_rewards::text::TextConfig;
 use byteedit_trainer::config::FreshModel;
 use byteedit_trainer::{Progress, RewardKind, TrainConfig, TrainRequest, train_reward};
 use rand::{Rng, SeedableRng};
 
-type B = Autodiff<CpuBackend>;
+type B = TrainingBackend<CpuBackend>;
 
 const COLOURS: [(&str, [u8; 3]); 4] = [
     ("red", [220, 30, 30]),

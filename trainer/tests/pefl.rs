@@ -8,14 +8,13 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::backend::Autodiff;
 use burn::prelude::*;
-use byteedit_models::CpuBackend;
 use byteedit_models::InpaintModel;
 use byteedit_models::export::diffusers_key;
 use byteedit_models::lora::LoraSpec;
 use byteedit_models::params::{gradients, same_key, set_trainable};
 use byteedit_models::weights::{SaveDtype, TensorStore, save_safetensors};
+use byteedit_models::{CpuBackend, TrainingBackend};
 use byteedit_rewards::{CoherenceFolder, RewardFolder};
 use byteedit_trainer::finetune::config::{LossWeights, PhaseConfig};
 use byteedit_trainer::finetune::pefl::{
@@ -23,7 +22,7 @@ use byteedit_trainer::finetune::pefl::{
 };
 use byteedit_trainer::vgg::Vgg16Features;
 
-type AD = Autodiff<CpuBackend>;
+type AD = TrainingBackend<CpuBackend>;
 
 fn root() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))

@@ -110,7 +110,10 @@ fn preference_loss_gradients_equal_torch_autograd() {
             // gradient is zero and both sides hold rounding noise, whose
             // order changes with how backward recomputes (checkpointing).
             let noise = got.iter().chain(want).fold(0f32, |m, v| m.max(v.abs()));
-            assert!(noise <= 1e-6, "d loss / d {key} should be zero, is up to {noise}");
+            assert!(
+                noise <= 1e-6,
+                "d loss / d {key} should be zero, is up to {noise}"
+            );
             checked += 1;
             continue;
         }

@@ -11,7 +11,9 @@
 # random feedback models once, trainer/benches/make_full_size_feedback.py).
 # The schedule is T=20, T1=2, T2=1, so stage 2 is one step: the peak is set
 # by stage 3 (gradient through the UNet, the VAE decoder and the rewards),
-# not by how many steps stage 2 runs.
+# not by how many steps stage 2 runs. STEPS (default 2): the second step is
+# the steady state, where AdamW's moments and the EMA already exist (after
+# one step a full run's peak lacks them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 profile=${PROFILE:-release}
@@ -29,9 +31,9 @@ mkdir -p "$out"
 for case in ${*:-512:4 512:0}; do
   IFS=: read -r size lora <<< "$case"
   work=$(mktemp -d)
-  python3 - "$work" "$size" <<'PY'
+  python3 - "$work" "$size" "${STEPS:-2}" <<'PY'
 import sys, zlib, struct
-work, size = sys.argv[1], int(sys.argv[2])
+work, size, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 # A size x size gradient PNG, written without dependencies.
 raw = b"".join(b"\0" + bytes((x * 255 // size, y * 255 // size, 128)[c] for x in range(size) for c in range(3)) for y in range(size))
 chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
@@ -39,7 +41,7 @@ png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 
 open(f"{work}/image.png", "wb").write(png)
 open(f"{work}/data.jsonl", "w").write('{"image": "image.png", "caption": "a red apple on the table"}\n')
 open(f"{work}/config.toml", "w").write(
-    f"steps = 1\nheld_out = 0\nresolution = {size}\nsave_every = 1\n[schedule]\nsteps = 20\nskip_from = 2\ngrad_max = 1\n")
+    f"steps = {steps}\nheld_out = 0\nresolution = {size}\nsave_every = {steps}\n[schedule]\nsteps = 20\nskip_from = 2\ngrad_max = 1\n")
 PY
   lora_flag=()
   [ "$lora" != 0 ] && lora_flag=(--lora "$lora")
@@ -51,7 +53,7 @@ PY
   status=$?
   set -e
   read -r kib seconds < <(tail -1 "$work/time")
-  echo "{\"size\": $size, \"lora\": $lora, \"exit\": $status, \"peak_rss_mib\": $((kib / 1024)), \"wall_seconds\": $seconds}" \
+  echo "{\"size\": $size, \"lora\": $lora, \"steps\": ${STEPS:-2}, \"exit\": $status, \"peak_rss_mib\": $((kib / 1024)), \"wall_seconds\": $seconds}" \
     | tee -a "$out/finetune_memory.jsonl"
   [ "$status" = 0 ] || tail -5 "$work/log" >&2
   rm -rf "$work"

@@ -5,7 +5,10 @@
 use burn::prelude::*;
 
 use crate::error::Result;
-use crate::nn::{Conv2d, GroupNorm, LayerNorm, Linear, gelu, multi_head_attention};
+use crate::nn::{
+    Conv2d, GroupNorm, LayerNorm, Linear, geglu, image_to_tokens, multi_head_attention,
+    tokens_to_image,
+};
 use crate::weights::Weights;
 
 /// `Attention`: q/k/v projections, multi-head attention, output projection.
@@ -94,10 +97,7 @@ impl<B: Backend> FeedForward<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let mut halves = self.geglu_proj.forward(x).chunk(2, 2);
-        let gate = halves.pop().expect("chunk(2) gives two halves");
-        let hidden = halves.pop().expect("chunk(2) gives two halves");
-        self.out.forward(hidden.mul(gelu(gate)))
+        self.out.forward(geglu(self.geglu_proj.forward(x)))
     }
 }
 
@@ -210,11 +210,11 @@ impl<B: Backend> Transformer2DModel<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>, context: &Tensor<B, 3>) -> Tensor<B, 4> {
-        let [b, c, h, w] = x.dims();
+        let [_, _, h, w] = x.dims();
         let residual = x.clone();
         let x = self.norm.forward(x);
-        let to_tokens = |t: Tensor<B, 4>| t.permute([0, 2, 3, 1]).reshape([b, h * w, c]);
-        let to_image = |t: Tensor<B, 3>| t.reshape([b, h, w, c]).permute([0, 3, 1, 2]);
+        let to_tokens = image_to_tokens;
+        let to_image = |t: Tensor<B, 3>| tokens_to_image(t, h, w);
         let mut tokens = match &self.proj_in {
             Projection::Conv(conv) => to_tokens(conv.forward(x)),
             Projection::Linear(linear) => linear.forward(to_tokens(x)),
@@ -247,13 +247,9 @@ impl<B: Backend> SpatialSelfAttention<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, c, h, w] = x.dims();
-        let tokens = self
-            .group_norm
-            .forward(x.clone())
-            .reshape([b, c, h * w])
-            .swap_dims(1, 2);
+        let [_, _, h, w] = x.dims();
+        let tokens = image_to_tokens(self.group_norm.forward(x.clone()));
         let out = self.attention.forward(tokens, None);
-        out.swap_dims(1, 2).reshape([b, c, h, w]).add(x)
+        tokens_to_image(out, h, w).add(x)
     }
 }

@@ -8,6 +8,7 @@
 pub mod attention;
 pub mod clip;
 pub mod config;
+pub mod cpu_kernels;
 pub mod embeddings;
 pub mod error;
 pub mod export;

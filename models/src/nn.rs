@@ -123,6 +123,31 @@ impl<B: Backend> GroupNorm<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        match self.fused(x, false) {
+            Ok(y) => y,
+            Err(x) => self.forward_generic(x),
+        }
+    }
+
+    /// `silu(self.forward(x))`, in one pass on the CPU backend.
+    pub fn forward_silu(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        match self.fused(x, true) {
+            Ok(y) => y,
+            Err(x) => silu(self.forward_generic(x)),
+        }
+    }
+
+    fn fused(
+        &self,
+        x: Tensor<B, 4>,
+        silu: bool,
+    ) -> std::result::Result<Tensor<B, 4>, Tensor<B, 4>> {
+        let (gamma, beta) = (self.weight.val(), self.bias.val());
+        crate::cpu_kernels::group_norm(x, self.groups, &gamma, &beta, self.eps, silu)
+    }
+
+    /// The op-by-op form every backend runs (and autodiff differentiates).
+    pub fn forward_generic(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [n, c, h, w] = x.dims();
         let grouped = x.reshape([n, self.groups, (c / self.groups) * h * w]);
         let (var, mean) = grouped.clone().var_mean_bias(2);
@@ -189,6 +214,40 @@ pub fn gelu<const D: usize, B: Backend>(x: Tensor<B, D>) -> Tensor<B, D> {
     activation::gelu(x)
 }
 
+/// GEGLU on a projection whose last dimension is `[hidden | gate]`:
+/// `hidden * gelu(gate)`.
+pub fn geglu<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
+    match crate::cpu_kernels::geglu(x) {
+        Ok(y) => y,
+        Err(x) => geglu_generic(x),
+    }
+}
+
+pub fn geglu_generic<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let mut halves = x.chunk(2, 2);
+    let gate = halves.pop().expect("chunk(2) gives two halves");
+    let hidden = halves.pop().expect("chunk(2) gives two halves");
+    hidden.mul(gelu(gate))
+}
+
+/// `[batch, channels, height, width]` → `[batch, height × width, channels]`.
+pub fn image_to_tokens<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
+    let [b, c, h, w] = x.dims();
+    match crate::cpu_kernels::transpose(x.reshape([b, c, h * w])) {
+        Ok(tokens) => tokens,
+        Err(x) => x.swap_dims(1, 2),
+    }
+}
+
+/// The inverse of [`image_to_tokens`].
+pub fn tokens_to_image<B: Backend>(t: Tensor<B, 3>, h: usize, w: usize) -> Tensor<B, 4> {
+    let [b, _, c] = t.dims();
+    match crate::cpu_kernels::transpose(t) {
+        Ok(x) => x.reshape([b, c, h, w]),
+        Err(t) => t.swap_dims(1, 2).reshape([b, c, h, w]),
+    }
+}
+
 /// Multi-head scaled dot-product attention on `[batch, tokens, heads * dim_head]`.
 pub fn multi_head_attention<B: Backend>(
     q: Tensor<B, 3>,
@@ -211,6 +270,14 @@ pub fn attention_with_padding<B: Backend>(
     causal: bool,
     padding: Option<Tensor<B, 2, Bool>>,
 ) -> Tensor<B, 3> {
+    // Inference on the CPU backend: our parallel kernel on the unsplit heads.
+    let (q, k, v) = match (&padding, causal) {
+        (None, false) => match crate::cpu_kernels::attention(q, k, v, heads) {
+            Ok(out) => return out,
+            Err([q, k, v]) => (q, k, v),
+        },
+        _ => (q, k, v),
+    };
     let [b, n_q, inner] = q.dims();
     let n_k = k.dims()[1];
     let dim_head = inner / heads;

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::config::{PerBlock, read_config, unsupported};
 use crate::embeddings::{TimestepEmbedding, timestep_embedding};
 use crate::error::{ModelError, Result};
-use crate::nn::{Conv2d, GroupNorm, silu};
+use crate::nn::{Conv2d, GroupNorm};
 use crate::unet_2d_blocks::{BlockCommon, CrossAttn, DownBlock, MidBlock, UpBlock, UpChannels};
 use crate::weights::Weights;
 
@@ -504,6 +504,6 @@ impl<B: Backend> UNet2DConditionModel<B> {
         }
 
         // 6. post-process
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out.forward(self.conv_norm_out.forward_silu(x))
     }
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::attention::SpatialSelfAttention;
 use crate::config::{read_config, unsupported};
 use crate::error::{ModelError, Result};
-use crate::nn::{Conv2d, GroupNorm, silu};
+use crate::nn::{Conv2d, GroupNorm};
 use crate::resnet::{Downsample2D, ResnetBlock2D, ResnetConfig, Upsample2D};
 use crate::weights::Weights;
 
@@ -238,7 +238,7 @@ impl<B: Backend> Encoder<B> {
             }
         }
         x = self.mid_block.forward(x);
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out.forward(self.conv_norm_out.forward_silu(x))
     }
 }
 
@@ -303,7 +303,7 @@ impl<B: Backend> Decoder<B> {
                 x = up.forward(x, None);
             }
         }
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        self.conv_out.forward(self.conv_norm_out.forward_silu(x))
     }
 }
 

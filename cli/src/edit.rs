@@ -50,10 +50,13 @@ pub struct EditArgs {
     /// leading, trailing or linspace (default: the solver's diffusers default).
     #[arg(long)]
     timestep_spacing: Option<TimestepSpacing>,
-    /// safetensors file with one f32 tensor `latents` of shape [1,4,H/8,W/8] used as the initial noise.
+    /// safetensors file with one f32 tensor `latents` of shape [N,4,H/8,W/8]
+    /// (N = --num-outputs) used as the initial noise.
     #[arg(long)]
     latents: Option<PathBuf>,
-    /// Where to write the edited image (PNG, the input's size, or the canvas's when outpainting).
+    /// Where to write the edited image (PNG, the input's size, or the canvas's
+    /// when outpainting). With --num-outputs N > 1: NAME-1.png ... NAME-N.png
+    /// beside it (seeds --seed, --seed + 1, ...; one batch).
     #[arg(long)]
     out: PathBuf,
     /// Also write a side-by-side picture: input | mask over the input | result (canvas size).
@@ -179,25 +182,35 @@ fn run_on<B: Backend>(args: &EditArgs, device: &B::Device) -> Result<(), ModelEr
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    let output = model.edit(&request, &mut |p| {
+    let count = params.num_outputs.max(1) as usize;
+    let output = model.edit_outputs(&request, count, &mut |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.step as u64);
         bar.set_message(format!("t={:.0}", p.timestep));
         ControlFlow::Continue(())
     })?;
     bar.finish_and_clear();
-    let edited = plan.finish(&output.to_rgb8()?);
-    write_png(&edited, &args.out)?;
+    let paths = output_paths(&args.out, count);
+    let edited: Vec<RgbImage> = output.to_rgb8()?.iter().map(|i| plan.finish(i)).collect();
+    for (image, path) in edited.iter().zip(&paths) {
+        write_png(image, path)?;
+    }
     if let Some(compare) = &args.compare {
-        write_png(&side_by_side(&plan.canvas, &plan.mask, &edited), compare)?;
+        write_png(&side_by_side(&plan.canvas, &plan.mask, &edited[0]), compare)?;
     }
 
     let t = output.timings;
     let c = plan.crop;
+    let (canvas_w, canvas_h) = edited[0].dimensions();
+    let written = paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     println!(
-        "edited {}x{} (crop {}x{}+{}+{} at {}x{}) in {:.2}s: {} steps x {:.3}s/step ({}, guidance {}), text {:.3}s, vae encode {:.3}s, decode {:.3}s, model load {:.2}s -> {}",
-        edited.width(),
-        edited.height(),
+        "edited {}x{} (crop {}x{}+{}+{} at {}x{}) in {:.2}s: {} steps x {:.3}s/step ({}, guidance {}{}), text {:.3}s, vae encode {:.3}s, decode {:.3}s, model load {:.2}s -> {}",
+        canvas_w,
+        canvas_h,
         c.width,
         c.height,
         c.x,
@@ -209,13 +222,33 @@ fn run_on<B: Backend>(args: &EditArgs, device: &B::Device) -> Result<(), ModelEr
         t.per_step().as_secs_f64(),
         params.scheduler,
         params.guidance_scale,
+        if count > 1 {
+            format!(", {count} outputs in one batch")
+        } else {
+            String::new()
+        },
         t.text_encode.as_secs_f64(),
         t.vae_encode.as_secs_f64(),
         t.vae_decode.as_secs_f64(),
         load_time.as_secs_f64(),
-        args.out.display()
+        written
     );
     Ok(())
+}
+
+/// `out` itself for one output; `NAME-1.EXT` ... `NAME-N.EXT` beside it for more.
+fn output_paths(out: &Path, count: usize) -> Vec<PathBuf> {
+    if count == 1 {
+        return vec![out.to_path_buf()];
+    }
+    let stem = out.file_stem().unwrap_or_default().to_string_lossy();
+    let ext = out
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    (1..=count)
+        .map(|i| out.with_file_name(format!("{stem}-{i}{ext}")))
+        .collect()
 }
 
 /// Input, the mask as a red tint over the input, and the result, left to right.

@@ -68,6 +68,11 @@ pub enum ModelError {
     #[error("cannot write image `{path}`: {message}")]
     ImageWrite { path: String, message: String },
 
+    /// The backend could not do what the engine asked (a device error, a
+    /// tensor it cannot read back): the engine's fault, not the caller's.
+    #[error("the compute backend failed: {0}")]
+    Backend(String),
+
     /// The progress callback asked to stop.
     #[error("the edit was cancelled")]
     Cancelled,
@@ -84,6 +89,7 @@ impl ModelError {
         "invalid_input",
         "output_encoding_failed",
         "canceled",
+        "engine_error",
     ];
 
     /// A short stable snake_case name, for logs and metrics; the worker
@@ -103,6 +109,7 @@ impl ModelError {
             ModelError::Tokenizer { .. } => "tokenizer_invalid",
             ModelError::InvalidInput(_) | ModelError::Image { .. } => "invalid_input",
             ModelError::Cancelled => "canceled",
+            ModelError::Backend(_) => "engine_error",
             ModelError::ImageWrite { .. } => "output_encoding_failed",
         }
     }

@@ -32,8 +32,8 @@ pub mod weights;
 
 pub use error::{ModelError, Result};
 pub use pipeline::{
-    EditOutput, EditRequest, InitialLatents, InpaintModel, ModelConfigs, ServingDefaults,
-    StepProgress, Timings,
+    EditOutput, EditOutputs, EditRequest, InitialLatents, InpaintModel, ModelConfigs,
+    ServingDefaults, StepProgress, Timings,
 };
 pub use schedulers::{SchedulerKind, TimestepSpacing};
 

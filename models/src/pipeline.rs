@@ -375,6 +375,33 @@ impl<B: Backend> InpaintModel<B> {
         request: &EditRequest,
         progress: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
     ) -> Result<EditOutput> {
+        let EditOutputs {
+            width,
+            height,
+            mut images,
+            timings,
+        } = self.edit_outputs(request, 1, progress)?;
+        Ok(EditOutput {
+            width,
+            height,
+            pixels: images.remove(0),
+            timings,
+        })
+    }
+
+    /// Runs `count` edits of one request as one batch: output `i` starts from
+    /// the noise of seed `request.seed + i` (or row `i` of the given
+    /// latents), so it equals the single edit with that seed. The prompt and
+    /// the masked image are encoded once for all of them and every UNet call
+    /// takes the whole batch; each output is decoded on its own, which costs
+    /// the same time and keeps one image's VAE activations in memory, not
+    /// `count`. `progress` reports each step once for the whole batch.
+    pub fn edit_outputs(
+        &self,
+        request: &EditRequest,
+        count: usize,
+        progress: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
+    ) -> Result<EditOutputs> {
         let started = Instant::now();
         let (width, height) = request.image.dimensions();
         if request.mask.dimensions() != (width, height) {
@@ -382,6 +409,11 @@ impl<B: Backend> InpaintModel<B> {
             return Err(ModelError::InvalidInput(format!(
                 "mask is {mw}x{mh} but the image is {width}x{height}; they must be the same size"
             )));
+        }
+        if count == 0 {
+            return Err(ModelError::InvalidInput(
+                "the number of outputs must be at least 1".into(),
+            ));
         }
         self.check_size(width, height)?;
         check_guidance(request.guidance_scale)?;
@@ -396,44 +428,58 @@ impl<B: Backend> InpaintModel<B> {
         )?;
         let noise = match &request.latents {
             Some(l) => {
-                l.check_shape([1, channels, lh, lw], sf)?;
+                l.check_shape([count, channels, lh, lw], sf)?;
                 l.values.clone()
             }
-            None => gaussian_noise(request.seed, channels * lh * lw),
+            None => (0..count as u64)
+                .flat_map(|i| gaussian_noise(request.seed.wrapping_add(i), channels * lh * lw))
+                .collect(),
         };
 
-        // 1. prompt embeddings, computed once for the whole run
+        // 1. prompt embeddings, computed once for the whole run: the
+        // unconditional rows first, then the prompt's, `count` of each
         let guided = request.guidance_scale > 1.0;
         let t0 = Instant::now();
         let context = if guided {
             let negative = request.negative_prompt.as_deref().unwrap_or("");
-            self.encode_prompts(&[negative, &request.prompt])
+            let pair = self.encode_prompts(&[negative, &request.prompt]);
+            let [_, tokens, dim] = pair.dims();
+            pair.unsqueeze_dim::<4>(1)
+                .repeat_dim(1, count)
+                .reshape([2 * count, tokens, dim])
         } else {
-            self.encode_prompts(&[&request.prompt])
+            self.encode_prompts(&[&request.prompt]).repeat_dim(0, count)
         };
         let text_encode = t0.elapsed();
 
-        // 2. mask and masked-image latents
+        // 2. mask and masked-image latents, once for every output
         let t0 = Instant::now();
         let (mask_latent, masked_latents) = self.mask_condition(&request.image, &request.mask);
-        let batch = if guided { 2 } else { 1 };
+        let batch = if guided { 2 * count } else { count };
         let condition = Tensor::cat(vec![mask_latent, masked_latents], 1).repeat_dim(0, batch);
         let vae_encode = t0.elapsed();
 
         // 3. initial latents
-        let mut latents =
-            Tensor::<B, 4>::from_data(TensorData::new(noise, [1, channels, lh, lw]), &self.device)
-                .mul_scalar(scheduler.init_noise_sigma());
+        let mut latents = Tensor::<B, 4>::from_data(
+            TensorData::new(noise, [count, channels, lh, lw]),
+            &self.device,
+        )
+        .mul_scalar(scheduler.init_noise_sigma());
 
         // 4. denoising loop
         let t0 = Instant::now();
         let timesteps = scheduler.timesteps().to_vec();
         for (i, &t) in timesteps.iter().enumerate() {
-            let input = scheduler.scale_model_input(latents.clone().repeat_dim(0, batch), i);
+            let doubled = if guided {
+                Tensor::cat(vec![latents.clone(), latents.clone()], 0)
+            } else {
+                latents.clone()
+            };
+            let input = scheduler.scale_model_input(doubled, i);
             let prediction = self.predict(input, &condition, &context, &vec![t; batch]);
             let prediction = if guided {
-                let uncond = prediction.clone().narrow(0, 0, 1);
-                let text = prediction.narrow(0, 1, 1);
+                let uncond = prediction.clone().narrow(0, 0, count);
+                let text = prediction.narrow(0, count, count);
                 uncond
                     .clone()
                     .add(text.sub(uncond).mul_scalar(request.guidance_scale))
@@ -453,20 +499,19 @@ impl<B: Backend> InpaintModel<B> {
         }
         let denoise = t0.elapsed();
 
-        // 5. decode
+        // 5. decode, one output at a time
         let t0 = Instant::now();
-        let image = self.decode_latents(latents);
-        let pixels = image
-            .permute([0, 2, 3, 1])
-            .into_data()
-            .into_vec::<f32>()
-            .map_err(|e| ModelError::InvalidInput(format!("decoded image is not f32: {e:?}")))?;
+        let mut images = Vec::with_capacity(count);
+        for i in 0..count {
+            let image = self.decode_latents(latents.clone().narrow(0, i, 1));
+            images.push(into_f32(image.permute([0, 2, 3, 1]), "decoded image")?);
+        }
         let vae_decode = t0.elapsed();
 
-        Ok(EditOutput {
+        Ok(EditOutputs {
             width,
             height,
-            pixels,
+            images,
             timings: Timings {
                 text_encode,
                 vae_encode,
@@ -477,6 +522,15 @@ impl<B: Backend> InpaintModel<B> {
             },
         })
     }
+}
+
+/// A tensor's values as f32, whatever float type the backend computes in
+/// (f16 and bf16 on a GPU are converted, not refused).
+pub fn into_f32<B: Backend, const D: usize>(t: Tensor<B, D>, what: &str) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| ModelError::Backend(format!("{what}: cannot read as f32: {e:?}")))
 }
 
 impl<B: burn::tensor::backend::AutodiffBackend> InpaintModel<B> {
@@ -561,7 +615,7 @@ impl InitialLatents {
         if self.shape != expected {
             return Err(ModelError::InvalidInput(format!(
                 "initial latents have shape {:?}, but this image and model need {expected:?} \
-                 ([1, latent channels, height / {scale_factor}, width / {scale_factor}])",
+                 ([outputs, latent channels, height / {scale_factor}, width / {scale_factor}])",
                 self.shape
             )));
         }
@@ -632,6 +686,25 @@ pub struct Timings {
 impl Timings {
     pub fn per_step(&self) -> Duration {
         self.denoise / self.steps.max(1) as u32
+    }
+}
+
+/// The edited images of [`InpaintModel::edit_outputs`], each as HWC floats
+/// in [0, 1], and the time of the whole batch.
+#[derive(Debug, Clone)]
+pub struct EditOutputs {
+    pub width: u32,
+    pub height: u32,
+    pub images: Vec<Vec<f32>>,
+    pub timings: Timings,
+}
+
+impl EditOutputs {
+    pub fn to_rgb8(&self) -> Result<Vec<RgbImage>> {
+        self.images
+            .iter()
+            .map(|pixels| crate::image_io::to_rgb8(pixels, self.width, self.height))
+            .collect()
     }
 }
 

@@ -20,7 +20,8 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use crate::config::WorkerArgs;
 use crate::error::{WorkerError, panic_message};
 
-/// One job for the engine: `num_outputs` edits with seeds `seed`, `seed+1`, ...
+/// One job for the engine: `num_outputs` edits with seeds `seed`, `seed+1`, ...,
+/// run as one batch.
 pub struct EngineJob {
     pub model: String,
     /// The model's input (the plan's working image and mask).
@@ -157,36 +158,32 @@ fn run_guarded<B: Backend>(
     }
 }
 
+/// The job's outputs as one batch (seeds `seed`, `seed + 1`, ...): the
+/// prompt and the masked image are encoded once, and each UNet call serves
+/// every output.
 fn run<B: Backend>(model: &InpaintModel<B>, job: &EngineJob) -> Result<EngineOutput, ModelError> {
-    let mut images = Vec::new();
-    let mut model_time = Duration::ZERO;
-    let mut denoise = Duration::ZERO;
-    let mut steps = 0usize;
-    let mut request = job.request.clone();
-    for i in 0..job.num_outputs {
-        request.seed = job.request.seed + i as u64;
-        let done_before = i * job.request.steps as u32;
-        let started = Instant::now();
-        let output = model.edit(&request, &mut |p| {
-            let _ = job.progress.send(done_before + p.step as u32);
-            if job.cancel.load(Ordering::Relaxed) {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        })?;
-        model_time += started.elapsed();
-        denoise += output.timings.denoise;
-        steps += output.timings.steps;
-        images.push(job.plan.finish(&output.to_rgb8()?));
-    }
+    let count = job.num_outputs.max(1);
+    let started = Instant::now();
+    let outputs = model.edit_outputs(&job.request, count as usize, &mut |p| {
+        // Progress counts steps over all outputs: each batched step is `count` of them.
+        let _ = job.progress.send(p.step as u32 * count);
+        if job.cancel.load(Ordering::Relaxed) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    let model_time = started.elapsed();
+    let images = outputs
+        .to_rgb8()?
+        .iter()
+        .map(|image| job.plan.finish(image))
+        .collect();
+    let t = outputs.timings;
     Ok(EngineOutput {
         images,
         model_time,
-        step_time: if steps == 0 {
-            Duration::ZERO
-        } else {
-            denoise / steps as u32
-        },
+        // The time of one output's step: the batch's step over its outputs.
+        step_time: t.per_step() / count,
     })
 }

@@ -1,11 +1,12 @@
 //! Engine benchmark: one UNet step (with guidance: batch 2), VAE encode and
-//! decode, and whole 8- and 20-step edits, on the tiny fixture model and on a
+//! decode, text encoding (prompt + negative), and whole edits (`edit8`,
+//! `edit20`; `edit8x4`: 8 steps, 4 outputs in one batch), on the tiny fixture model and on a
 //! full-size SD-1.5-inpainting model with random weights, reporting time and
 //! peak memory (VmHWM, reset before each case). Also: loading the full-size
 //! model from an fp16 checkpoint, and the CPU backend comparison.
 //!
 //! cargo bench -p byteedit-models --features ndarray --bench engine -- \
-//!     --model tiny|sd15 --sizes 64,256 --cases unet,vae_encode,vae_decode,edit8,edit20 \
+//!     --model tiny|sd15 --sizes 64,256 --cases unet,vae_encode,vae_decode,text,edit8,edit8x4,edit20 \
 //!     --backend flex|ndarray --reps 3 [--json out.json]
 //!
 //! See docs/PERFORMANCE.md for results and for the diffusers comparison.
@@ -173,8 +174,11 @@ fn run<B: Backend>(args: &Args, dir: &Path) -> Vec<Row> {
                     );
                     Some(time(warm, reps, || sync(model.decode_latents(z.clone()))))
                 }
-                "edit8" | "edit20" => {
-                    let steps = if case == "edit8" { 8 } else { 20 };
+                "text" => Some(time(warm, reps, || {
+                    sync(model.encode_prompts(&["", "a red apple on a wooden table"]))
+                })),
+                edit if edit.starts_with("edit") => {
+                    let (steps, outputs) = edit_case(edit);
                     let image = RgbImage::from_fn(size, size, |x, y| {
                         image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
                     });
@@ -197,7 +201,7 @@ fn run<B: Backend>(args: &Args, dir: &Path) -> Vec<Row> {
                     };
                     Some(time(warm, reps, || {
                         model
-                            .edit(&request, &mut |_| ControlFlow::Continue(()))
+                            .edit_outputs(&request, outputs, &mut |_| ControlFlow::Continue(()))
                             .expect("edit runs");
                     }))
                 }
@@ -220,6 +224,16 @@ fn run<B: Backend>(args: &Args, dir: &Path) -> Vec<Row> {
         }
     }
     rows
+}
+
+/// `editS` or `editSxN`: S steps, N outputs in one batch (default 1).
+fn edit_case(case: &str) -> (usize, usize) {
+    let spec = &case["edit".len()..];
+    let (steps, outputs) = spec.split_once('x').unwrap_or((spec, "1"));
+    match (steps.parse(), outputs.parse()) {
+        (Ok(s), Ok(n)) => (s, n),
+        _ => panic!("unknown case {case}: edit cases are editS or editSxN (S steps, N outputs)"),
+    }
 }
 
 fn main() {

@@ -8,7 +8,8 @@ for every image size S in `--sizes` (latent S/8):
               random encoder_hidden_states [2, 77, cross_attention_dim]
   vae_encode  vae.encode([1, 3, S, S]).latent_dist.mean
   vae_decode  vae.decode([1, 4, S/8, S/8]).sample
-  edit8/20    the full StableDiffusionInpaintPipeline call, prompt "a red apple on
+  text        pipe.encode_prompt of the prompt and the empty negative prompt
+  editS[xN]   the full StableDiffusionInpaintPipeline call (N images per prompt), prompt "a red apple on
               a wooden table", guidance 7.5, DPM-Solver++ order 2 (multistep), 8 or
               20 steps, output_type="np", a fixed random image, a mask over the
               centre half, seeded generator
@@ -44,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ALL_CASES = ["unet", "vae_encode", "vae_decode", "edit8", "edit20"]
+ALL_CASES = ["unet", "vae_encode", "vae_decode", "text", "edit8", "edit8x4", "edit20"]
 PROMPT = "a red apple on a wooden table"
 FIXTURE_TOKENIZER = Path(__file__).resolve().parent.parent / "tests/fixtures/sd15-inpaint-tiny/tokenizer"
 
@@ -96,8 +97,12 @@ def make_case(pipe, case: str, size: int):
     if case == "vae_decode":
         z = torch.randn(1, pipe.vae.config.latent_channels, lat, lat, generator=g)
         return lambda: pipe.vae.decode(z).sample
-    if case in ("edit8", "edit20"):
-        steps = int(case[4:])
+    if case == "text":
+        # The pipeline's own prompt encoding: prompt and empty negative prompt.
+        return lambda: pipe.encode_prompt(PROMPT, "cpu", 1, True, "")
+    if case.startswith("edit"):
+        steps, _, outputs = case[4:].partition("x")
+        steps, outputs = int(steps), int(outputs or 1)
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(
             pipe.scheduler.config, algorithm_type="dpmsolver++", solver_order=2)
         rng = np.random.default_rng(0)
@@ -108,6 +113,7 @@ def make_case(pipe, case: str, size: int):
         return lambda: pipe(
             prompt=PROMPT, image=image, mask_image=mask, height=size, width=size,
             num_inference_steps=steps, guidance_scale=7.5, output_type="np",
+            num_images_per_prompt=outputs,
             generator=torch.Generator("cpu").manual_seed(0)).images
     raise SystemExit(f"unknown case {case!r}; known: {','.join(ALL_CASES)}")
 

@@ -3,7 +3,7 @@
 (ByteEdit vs diffusers, time ratios and peak memory) and, when matplotlib is
 installed, a bar chart of the time ratios.
 
-    python3 models/benches/report.py target/bench-results [--plot docs/bench-ratios.png]
+    python3 models/benches/report.py target/bench-results [--plot docs/bench-ratios.png] [--json all.json]
 """
 import argparse
 import json
@@ -39,13 +39,27 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results", type=Path)
     ap.add_argument("--plot", type=Path)
+    ap.add_argument("--json", type=Path, help="both sides' figures and the ratios, one row per case")
     args = ap.parse_args()
     ratios = {}
+    memory = {}
     for model in ("tiny", "sd15"):
         rust = load(args.results / f"{model}-flex.json")
         ref = load(args.results / f"{model}-diffusers.json")
         if rust:
             ratios[model] = table(rust, ref, f"{model}: ByteEdit (burn flex) vs diffusers (torch), min time")
+            memory[model] = [(k, r["peak_rss_mib"], ref[k]["peak_rss_mib"]) for k, r in rust.items() if k in ref]
+            combined = [
+                {"case": c, "size": s, "ours_s": r["min_s"], "theirs_s": ref[(c, s)]["min_s"] if (c, s) in ref else None,
+                 "ratio": (r["min_s"] / ref[(c, s)]["min_s"]) if (c, s) in ref else None,
+                 "ours_peak_mib": r["peak_rss_mib"],
+                 "theirs_peak_mib": ref[(c, s)]["peak_rss_mib"] if (c, s) in ref else None}
+                for (c, s), r in rust.items()
+            ]
+            if args.json:
+                doc = json.loads(args.json.read_text()) if args.json.is_file() else {}
+                doc[model] = combined
+                args.json.write_text(json.dumps(doc, indent=2) + "\n")
     for model in ("tiny", "sd15"):
         flex = load(args.results / f"{model}-flex.json")
         nd = load(args.results / f"{model}-ndarray.json")
@@ -65,12 +79,24 @@ def main():
         except ImportError:
             print("\n(matplotlib not installed: no plot)")
             return
-        fig, axes = plt.subplots(1, len(ratios), figsize=(6 * len(ratios), 4), squeeze=False)
-        for ax, (model, rows) in zip(axes[0], ratios.items()):
+        fig, axes = plt.subplots(2, len(ratios), figsize=(6 * len(ratios), 8), squeeze=False)
+        for col, (model, rows) in enumerate(ratios.items()):
+            ax = axes[0][col]
             rows = [(f"{c} {s}" if s else c, r) for (c, s), r in rows if r is not None]
             ax.barh([n for n, _ in rows], [r for _, r in rows], color="#4c72b0")
             ax.axvline(1.0, color="black", linewidth=1)
             ax.set_title(f"{model}: ByteEdit time / diffusers time (lower is better)")
+            ax.invert_yaxis()
+            ax = axes[1][col]
+            mem = memory.get(model, [])
+            names = [f"{c} {s}" if s else c for (c, s), _, _ in mem]
+            ys = range(len(mem))
+            ax.barh([y - 0.2 for y in ys], [m for _, m, _ in mem], height=0.4, label="ByteEdit", color="#4c72b0")
+            ax.barh([y + 0.2 for y in ys], [m for _, _, m in mem], height=0.4, label="diffusers", color="#dd8452")
+            ax.set_yticks(list(ys), names)
+            ax.set_xlabel("peak RSS, MiB")
+            ax.set_title(f"{model}: peak memory (lower is better)")
+            ax.legend()
             ax.invert_yaxis()
         fig.tight_layout()
         fig.savefig(args.plot, dpi=110)

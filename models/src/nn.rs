@@ -55,10 +55,10 @@ impl<B: Backend> Linear<B> {
 pub struct Conv2d<B: Backend> {
     pub weight: Param<Tensor<B, 4>>,
     pub bias: Option<Param<Tensor<B, 1>>>,
-    stride: usize,
-    padding: usize,
+    pub(crate) stride: usize,
+    pub(crate) padding: usize,
     /// diffusers' VAE downsampler pads only right and bottom by one.
-    pad_end_only: bool,
+    pub(crate) pad_end_only: bool,
 }
 
 impl<B: Backend> Conv2d<B> {
@@ -88,6 +88,31 @@ impl<B: Backend> Conv2d<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [_, _, h, w] = x.dims();
+        let [_, _, kh, kw] = self.weight.dims();
+        // diffusers' end-only padding adds one row and column after the image.
+        let (before, total) = if self.pad_end_only {
+            (0, 1)
+        } else {
+            (self.padding, 2 * self.padding)
+        };
+        let geometry = crate::cpu_kernels::ConvGeometry {
+            stride: self.stride,
+            pad_top: before,
+            pad_left: before,
+            out_h: (h + total).saturating_sub(kh) / self.stride + 1,
+            out_w: (w + total).saturating_sub(kw) / self.stride + 1,
+        };
+        let weight = self.weight.val();
+        let bias = self.bias.as_ref().map(|b| b.val());
+        match crate::cpu_kernels::conv2d(x, &weight, bias.as_ref(), geometry) {
+            Ok(y) => y,
+            Err(x) => self.forward_generic(x),
+        }
+    }
+
+    /// burn's convolution, on every backend (and under autodiff).
+    pub fn forward_generic(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let stride = [self.stride, self.stride];
         let options: PaddedConvOptions<2> = if self.pad_end_only {
             PaddedConvOptions::asymmetric(stride, [0, 0], [1, 1], [1, 1], 1)

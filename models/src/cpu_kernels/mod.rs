@@ -9,6 +9,8 @@
 //!   dozen broadcast ops.
 //! - [`geglu`]: GEGLU's `hidden * gelu(gate)` over the projection's two halves,
 //!   which flex otherwise walks as two strided views.
+//! - [`conv2d`]: `W · im2col(x)` in NCHW with the weight as loaded, where
+//!   flex re-lays out the weight and the input at every call, on one core.
 //! - [`transpose`]: `[batch, rows, cols] → [batch, cols, rows]` (NCHW ↔ tokens)
 //!   in cache tiles on every core; flex copies rank-3 permutations one scalar
 //!   at a time.
@@ -20,6 +22,7 @@
 //! first and falls back to the generic formula, which the tests compare with.
 
 mod attention;
+mod conv;
 mod layout;
 mod math;
 mod norm;
@@ -124,6 +127,34 @@ pub fn geglu<B: Backend>(x: Tensor<B, 3>) -> Result<Tensor<B, 3>, Tensor<B, 3>> 
     }
     #[cfg(not(feature = "flex"))]
     Err(x)
+}
+
+pub use conv::Geometry as ConvGeometry;
+
+/// A 2-D convolution (one group, no dilation) of `[N, C, H, W]` by
+/// `[out, C, kh, kw]`, with the window placed by `geometry`.
+pub fn conv2d<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: &Tensor<B, 4>,
+    bias: Option<&Tensor<B, 1>>,
+    geometry: ConvGeometry,
+) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    #[cfg(feature = "flex")]
+    {
+        let x = flex(x)?;
+        let (Ok(w), Ok(b)) = (flex(weight.clone()), bias.cloned().map(flex).transpose()) else {
+            unreachable!("the weights live on the input's backend")
+        };
+        let n = x.layout().shape()[0];
+        let c_out = w.layout().shape()[0];
+        let out = conv::conv2d(&x, &w, b.as_ref(), geometry);
+        Ok(wrap(out, [n, c_out, geometry.out_h, geometry.out_w]))
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (weight, bias, geometry);
+        Err(x)
+    }
 }
 
 /// `[batch, rows, cols] → [batch, cols, rows]`, contiguous.

@@ -122,3 +122,39 @@ fn autodiff_keeps_the_generic_path() {
     assert!(geglu(x.clone()).is_err());
     assert!(transpose(x).is_err());
 }
+
+#[test]
+fn conv2d_equals_burns_convolution() {
+    use crate::nn::Conv2d;
+    // (in, out, kernel, stride, padding, end-only padding, input h × w):
+    // the UNet's 3×3 and 1×1, its stride-2 downsampler, the VAE's end-padded
+    // one, and a band split (a tall image with many channels).
+    for (i, &(c_in, c_out, k, stride, pad, end_only, h, w)) in [
+        (3, 5, 3, 1, 1, false, 9, 7),
+        (4, 6, 1, 1, 0, false, 5, 6),
+        (6, 4, 3, 2, 1, false, 9, 8),
+        (5, 3, 3, 2, 0, true, 8, 10),
+        (64, 8, 3, 1, 1, false, 300, 33),
+        (2, 2, 3, 1, 1, false, 1, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let seed = 500 + 10 * i as u64;
+        let x = random([2, c_in, h, w], seed);
+        let conv = Conv2d {
+            weight: burn::module::Param::from_tensor(random([c_out, c_in, k, k], seed + 1)),
+            bias: Some(burn::module::Param::from_tensor(random([c_out], seed + 2))),
+            stride,
+            padding: pad,
+            pad_end_only: end_only,
+        };
+        let ours = conv.forward(x.clone());
+        let expected = conv.forward_generic(x);
+        // Long dot products (576 terms in case 4) summed in another order:
+        // compare against the outputs' scale.
+        let scale = expected.clone().abs().max().into_scalar();
+        let diff = max_diff(ours, expected);
+        assert!(diff < 2e-6 * scale.max(1.0), "case {i}: max diff {diff} at scale {scale}");
+    }
+}

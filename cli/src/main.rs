@@ -53,6 +53,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything allocates: the engine's big buffers are reused, not remapped.
+    byteedit_models::memory::keep_freed_buffers();
     let cli = Cli::parse();
     // The one-shot `edit` stays quiet; services log what they do.
     let default_level = match cli.command {

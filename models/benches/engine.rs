@@ -237,6 +237,7 @@ fn edit_case(case: &str) -> (usize, usize) {
 }
 
 fn main() {
+    byteedit_models::memory::keep_freed_buffers();
     let args = Args::parse();
     let dir = match args.model.as_str() {
         "tiny" => manifest().join("tests/fixtures/sd15-inpaint-tiny"),

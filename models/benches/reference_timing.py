@@ -59,8 +59,12 @@ def load_pipeline(model_dir: Path):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     if has_weights(model_dir):
+        # The engine writes its random model as fp16 files (`*.fp16.safetensors`,
+        # diffusers' "fp16" variant); both sides compute in float32.
+        variant = "fp16" if any(model_dir.rglob("*.fp16.safetensors")) else None
         pipe = StableDiffusionInpaintPipeline.from_pretrained(
-            model_dir, safety_checker=None, requires_safety_checker=False, torch_dtype=torch.float32)
+            model_dir, safety_checker=None, requires_safety_checker=False, torch_dtype=torch.float32,
+            variant=variant)
     else:  # config only: random weights, same architecture
         torch.manual_seed(0)
         tok_dir = model_dir / "tokenizer"

@@ -15,14 +15,18 @@ const ROUND: f32 = 12_582_912.0;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    let shifted = x * LOG2_E + ROUND;
+    let n = shifted - ROUND;
+    // n as an integer, read from the low bits of `shifted` rather than by
+    // `as i32`, whose saturation checks keep the loop from vectorising.
+    let n_int = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
         + 5.000_000_1e-1;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    e * f32::from_bits(((n_int + 127) << 23) as u32)
 }
 
 /// The error function (A&S 7.1.26).
@@ -59,11 +63,55 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + exp(-x))
 }
 
-/// The sum of `xs` in f64, added up in f32 blocks that vectorise.
-pub fn sum_f64(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
-    xs.chunks(1024)
-        .map(|block| block.iter().map(|&x| f(x)).sum::<f32>() as f64)
-        .sum()
+/// Independent accumulators in a reduction: a plain `iter().sum()` is one
+/// dependency chain (floats do not reassociate), 4 cycles an element.
+const LANES: usize = 16;
+
+/// `Σ f(x)` with [`LANES`] partial sums, which the compiler vectorises.
+#[inline(always)]
+pub fn sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
+    for chunk in chunks {
+        for (a, &x) in acc.iter_mut().zip(chunk) {
+            *a += f(x);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The largest value (-∞ for none), with [`LANES`] partial maxima.
+#[inline(always)]
+pub fn max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    for chunk in chunks {
+        for (a, &x) in acc.iter_mut().zip(chunk) {
+            *a = a.max(x);
+        }
+    }
+    acc.iter().fold(tail, |m, &x| m.max(x))
+}
+
+/// The x86-64 levels the element-wise kernels are also compiled for
+/// (`#[multiversion]`): the release build targets plain x86-64 (SSE2).
+macro_rules! simd_targets {
+    ($($item:tt)*) => {
+        #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+        $($item)*
+    };
+}
+pub(crate) use simd_targets;
+
+/// The sum of `f(x)` in f64, added up in f32 blocks.
+#[inline(always)]
+pub fn sum_f64(xs: &[f32], f: impl Fn(f32) -> f32 + Copy) -> f64 {
+    xs.chunks(1024).map(|block| sum(block, f) as f64).sum()
 }
 
 #[cfg(test)]
@@ -103,6 +151,20 @@ mod tests {
             x += 0.001;
         }
         assert!((silu(2.0) - 2.0 / (1.0 + (-2.0f32).exp())).abs() < 1e-7);
+    }
+
+    #[test]
+    fn lane_reductions_equal_plain_ones() {
+        for n in [0, 1, 15, 16, 17, 1000] {
+            let xs: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 8.0)
+                .collect();
+            let plain: f64 = xs.iter().map(|&x| x as f64).sum();
+            assert!((sum(&xs, |x| x) as f64 - plain).abs() < 1e-3, "sum of {n}");
+            assert!((sum_f64(&xs, |x| x) - plain).abs() < 1e-3, "sum_f64 of {n}");
+            let m = xs.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max(&xs), m, "max of {n}");
+        }
     }
 
     /// erf by its Taylor series (|x| < 3) or continued fraction, in f64.

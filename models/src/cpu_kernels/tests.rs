@@ -155,6 +155,9 @@ fn conv2d_equals_burns_convolution() {
         // compare against the outputs' scale.
         let scale = expected.clone().abs().max().into_scalar();
         let diff = max_diff(ours, expected);
-        assert!(diff < 2e-6 * scale.max(1.0), "case {i}: max diff {diff} at scale {scale}");
+        assert!(
+            diff < 2e-6 * scale.max(1.0),
+            "case {i}: max diff {diff} at scale {scale}"
+        );
     }
 }

@@ -24,7 +24,7 @@ pub fn exp(x: f32) -> f32 {
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let e = p * r * r + r + 1.0;
     e * f32::from_bits(((n_int + 127) << 23) as u32)
 }
@@ -42,7 +42,7 @@ pub fn erf(x: f32) -> f32 {
     // error below 4e-9 for |x| < 0.5) keeps the relative precision.
     let z = a * a;
     let series = a
-        * (1.128_379_2
+        * (std::f32::consts::FRAC_2_SQRT_PI
             + z * (-0.376_126_4
                 + z * (0.112_837_92
                     + z * (-0.026_866_17

@@ -450,6 +450,7 @@ impl<B: Backend> InpaintModel<B> {
         } else {
             self.encode_prompts(&[&request.prompt]).repeat_dim(0, count)
         };
+        self.sync()?;
         let text_encode = t0.elapsed();
 
         // 2. mask and masked-image latents, once for every output
@@ -457,6 +458,7 @@ impl<B: Backend> InpaintModel<B> {
         let (mask_latent, masked_latents) = self.mask_condition(&request.image, &request.mask);
         let batch = if guided { 2 * count } else { count };
         let condition = Tensor::cat(vec![mask_latent, masked_latents], 1).repeat_dim(0, batch);
+        self.sync()?;
         let vae_encode = t0.elapsed();
 
         // 3. initial latents
@@ -487,6 +489,9 @@ impl<B: Backend> InpaintModel<B> {
                 prediction
             };
             latents = scheduler.step(prediction, i, latents);
+            // A GPU backend queues work and returns at once: wait for the
+            // step, so progress, cancel and timings follow the device.
+            self.sync()?;
             let report = StepProgress {
                 step: i + 1,
                 total: timesteps.len(),
@@ -521,6 +526,13 @@ impl<B: Backend> InpaintModel<B> {
                 total: started.elapsed(),
             },
         })
+    }
+}
+
+impl<B: Backend> InpaintModel<B> {
+    /// Waits until the device has done all queued work (a no-op on the CPU).
+    fn sync(&self) -> Result<()> {
+        B::sync(&self.device).map_err(|e| ModelError::Backend(format!("device: {e:?}")))
     }
 }
 

@@ -190,6 +190,7 @@ mod tests {
                 path: text(),
                 message: text(),
             },
+            ModelError::Backend(text()),
             ModelError::Cancelled,
         ];
         for e in &errors {

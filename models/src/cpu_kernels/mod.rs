@@ -52,15 +52,21 @@ fn flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<FlexTensor, Tenso
     }
 }
 
-/// A new contiguous flex tensor back as `Tensor<B, D>` (`B` is flex: only
-/// called after [`flex`] succeeded).
+/// A flex tensor back as `Tensor<B, D>` (`B` is flex: only called after
+/// [`flex`] succeeded).
 #[cfg(feature = "flex")]
-fn wrap<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<B, D> {
-    let tensor: Box<dyn Any> = Box::new(FlexTensor::from_data(TensorData::new(values, shape)));
+fn unwrapped<B: Backend, const D: usize>(tensor: FlexTensor) -> Tensor<B, D> {
+    let tensor: Box<dyn Any> = Box::new(tensor);
     match tensor.downcast::<<B as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive>() {
         Ok(p) => Tensor::from_primitive(TensorPrimitive::Float(*p)),
         Err(_) => unreachable!("B is flex"),
     }
+}
+
+/// A kernel's output values as `Tensor<B, D>`.
+#[cfg(feature = "flex")]
+fn wrap<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<B, D> {
+    unwrapped(FlexTensor::from_data(TensorData::new(values, shape)))
 }
 
 /// Softmax(Q Kᵀ / √dim) V per head on `[batch, tokens, heads × dim]`
@@ -172,16 +178,7 @@ pub fn transpose<B: Backend>(x: Tensor<B, 3>) -> Result<Tensor<B, 3>, Tensor<B, 
 
 #[cfg(feature = "flex")]
 fn unflex<B: Backend>(t: Result<FlexTensor, Tensor<B, 3>>) -> Tensor<B, 3> {
-    match t {
-        Ok(f) => {
-            let b: Box<dyn Any> = Box::new(f);
-            match b.downcast::<<B as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive>() {
-                Ok(p) => Tensor::from_primitive(TensorPrimitive::Float(*p)),
-                Err(_) => unreachable!("only a flex tensor was unwrapped"),
-            }
-        }
-        Err(t) => t,
-    }
+    t.map_or_else(|t| t, unwrapped)
 }
 
 #[cfg(feature = "flex")]
@@ -195,11 +192,12 @@ fn dims3(t: &FlexTensor) -> [usize; 3] {
 fn contiguous(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(s) => std::borrow::Cow::Borrowed(s),
+        // One copy: flex's contiguous buffer is handed over, not cloned.
         None => std::borrow::Cow::Owned(
             t.to_contiguous()
-                .as_slice::<f32>()
-                .unwrap_or_default()
-                .to_vec(),
+                .into_data()
+                .into_vec::<f32>()
+                .unwrap_or_default(),
         ),
     }
 }

@@ -6,6 +6,7 @@
 //! model part, so the Rust and Python sources can be read side by side.
 
 pub mod attention;
+pub mod batch;
 pub mod clip;
 pub mod config;
 pub mod cpu_kernels;
@@ -30,6 +31,7 @@ pub mod unet_2d_blocks;
 pub mod vae;
 pub mod weights;
 
+pub use batch::{BatchItem, BatchKey};
 pub use error::{ModelError, Result};
 pub use pipeline::{
     EditOutput, EditOutputs, EditRequest, InitialLatents, InpaintModel, ModelConfigs,

@@ -12,7 +12,7 @@
 
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -30,9 +30,7 @@ use crate::error::{ModelError, Result};
 use crate::export::{diffusers_tensors, write_inpaint_folder};
 use crate::image_io::{binarize_mask, image_to_tensor, resize_nearest};
 use crate::lora::LoraSpec;
-use crate::schedulers::{
-    NoiseSchedule, Scheduler, SchedulerConfig, SchedulerKind, TimestepSpacing,
-};
+use crate::schedulers::{NoiseSchedule, SchedulerConfig, SchedulerKind, TimestepSpacing};
 use crate::tokenizer::ClipTokenizer;
 use crate::unet_2d::{UNet2DConditionModel, UNetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
@@ -402,136 +400,16 @@ impl<B: Backend> InpaintModel<B> {
         count: usize,
         progress: &mut dyn FnMut(StepProgress) -> ControlFlow<()>,
     ) -> Result<EditOutputs> {
-        let started = Instant::now();
-        let (width, height) = request.image.dimensions();
-        if request.mask.dimensions() != (width, height) {
-            let (mw, mh) = request.mask.dimensions();
-            return Err(ModelError::InvalidInput(format!(
-                "mask is {mw}x{mh} but the image is {width}x{height}; they must be the same size"
-            )));
-        }
-        if count == 0 {
-            return Err(ModelError::InvalidInput(
-                "the number of outputs must be at least 1".into(),
-            ));
-        }
-        self.check_size(width, height)?;
-        check_guidance(request.guidance_scale)?;
-        let sf = self.vae_scale_factor();
-        let (lw, lh) = (width as usize / sf, height as usize / sf);
-        let channels = self.vae.latent_channels();
-        let mut scheduler = Scheduler::<B>::new(
-            request.scheduler,
-            &self.scheduler_config,
-            request.steps,
-            request.timestep_spacing,
-        )?;
-        let noise = match &request.latents {
-            Some(l) => {
-                l.check_shape([count, channels, lh, lw], sf)?;
-                l.values.clone()
-            }
-            None => (0..count as u64)
-                .flat_map(|i| gaussian_noise(request.seed.wrapping_add(i), channels * lh * lw))
-                .collect(),
-        };
-
-        // 1. prompt embeddings, computed once for the whole run: the
-        // unconditional rows first, then the prompt's, `count` of each
-        let guided = request.guidance_scale > 1.0;
-        let t0 = Instant::now();
-        let context = if guided {
-            let negative = request.negative_prompt.as_deref().unwrap_or("");
-            let pair = self.encode_prompts(&[negative, &request.prompt]);
-            let [_, tokens, dim] = pair.dims();
-            pair.unsqueeze_dim::<4>(1)
-                .repeat_dim(1, count)
-                .reshape([2 * count, tokens, dim])
-        } else {
-            self.encode_prompts(&[&request.prompt]).repeat_dim(0, count)
-        };
-        self.sync()?;
-        let text_encode = t0.elapsed();
-
-        // 2. mask and masked-image latents, once for every output
-        let t0 = Instant::now();
-        let (mask_latent, masked_latents) = self.mask_condition(&request.image, &request.mask);
-        let batch = if guided { 2 * count } else { count };
-        let condition = Tensor::cat(vec![mask_latent, masked_latents], 1).repeat_dim(0, batch);
-        self.sync()?;
-        let vae_encode = t0.elapsed();
-
-        // 3. initial latents
-        let mut latents = Tensor::<B, 4>::from_data(
-            TensorData::new(noise, [count, channels, lh, lw]),
-            &self.device,
-        )
-        .mul_scalar(scheduler.init_noise_sigma());
-
-        // 4. denoising loop
-        let t0 = Instant::now();
-        let timesteps = scheduler.timesteps().to_vec();
-        for (i, &t) in timesteps.iter().enumerate() {
-            let doubled = if guided {
-                Tensor::cat(vec![latents.clone(), latents.clone()], 0)
-            } else {
-                latents.clone()
-            };
-            let input = scheduler.scale_model_input(doubled, i);
-            let prediction = self.predict(input, &condition, &context, &vec![t; batch]);
-            let prediction = if guided {
-                let uncond = prediction.clone().narrow(0, 0, count);
-                let text = prediction.narrow(0, count, count);
-                uncond
-                    .clone()
-                    .add(text.sub(uncond).mul_scalar(request.guidance_scale))
-            } else {
-                prediction
-            };
-            latents = scheduler.step(prediction, i, latents);
-            // A GPU backend queues work and returns at once: wait for the
-            // step, so progress, cancel and timings follow the device.
-            self.sync()?;
-            let report = StepProgress {
-                step: i + 1,
-                total: timesteps.len(),
-                timestep: t,
-                elapsed: t0.elapsed(),
-            };
-            if progress(report).is_break() {
-                return Err(ModelError::Cancelled);
-            }
-        }
-        let denoise = t0.elapsed();
-
-        // 5. decode, one output at a time
-        let t0 = Instant::now();
-        let mut images = Vec::with_capacity(count);
-        for i in 0..count {
-            let image = self.decode_latents(latents.clone().narrow(0, i, 1));
-            images.push(into_f32(image.permute([0, 2, 3, 1]), "decoded image")?);
-        }
-        let vae_decode = t0.elapsed();
-
-        Ok(EditOutputs {
-            width,
-            height,
-            images,
-            timings: Timings {
-                text_encode,
-                vae_encode,
-                denoise,
-                vae_decode,
-                steps: timesteps.len(),
-                total: started.elapsed(),
-            },
-        })
+        let item = crate::batch::BatchItem { request, count };
+        self.edit_batch(&[item], &mut |_, p| progress(p))?
+            .pop()
+            .ok_or_else(|| ModelError::Backend("a batch of one edit gave no result".into()))?
     }
 }
 
 impl<B: Backend> InpaintModel<B> {
     /// Waits until the device has done all queued work (a no-op on the CPU).
-    fn sync(&self) -> Result<()> {
+    pub(crate) fn sync(&self) -> Result<()> {
         B::sync(&self.device).map_err(|e| ModelError::Backend(format!("device: {e:?}")))
     }
 }
@@ -623,7 +501,7 @@ impl InitialLatents {
         Ok(Self { shape, values })
     }
 
-    fn check_shape(&self, expected: [usize; 4], scale_factor: usize) -> Result<()> {
+    pub(crate) fn check_shape(&self, expected: [usize; 4], scale_factor: usize) -> Result<()> {
         if self.shape != expected {
             return Err(ModelError::InvalidInput(format!(
                 "initial latents have shape {:?}, but this image and model need {expected:?} \

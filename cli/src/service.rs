@@ -106,10 +106,16 @@ async fn shutdown_signal() {
 }
 
 async fn start_worker(
-    args: WorkerArgs,
+    mut args: WorkerArgs,
     backends: Backends,
     device: DeviceChoice,
 ) -> anyhow::Result<WorkerHandle> {
+    // A CPU edit already keeps every core busy: batching jobs there only
+    // delays the first; a GPU has room for several.
+    args.max_batch.get_or_insert(match device {
+        DeviceChoice::Cpu => 1,
+        DeviceChoice::Cuda(_) => 8,
+    });
     struct Start(WorkerArgs, Backends);
     impl OnDevice for Start {
         type Output = Pin<Box<dyn Future<Output = anyhow::Result<WorkerHandle>>>>;

@@ -73,10 +73,20 @@ pub struct JobTimings {
     pub queue_ms: f64,
     /// Inside the engine (text encoding, VAE, denoising) over all outputs.
     pub model_ms: f64,
-    /// Mean time of one denoising step.
+    /// Mean time of one denoising step for one output: the batch's step
+    /// over the outputs in it.
     pub step_ms: f64,
     /// Claimed to recorded: model time plus loading inputs and storing outputs.
     pub run_ms: f64,
+    /// Outputs denoised together with this job's, its own included (the
+    /// worker's `--max-batch`): more than its `num_outputs` when it shared
+    /// a batch with other jobs. Model and step times are the batch's.
+    #[serde(default = "one")]
+    pub batch_outputs: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A job as stored in Postgres.

@@ -159,19 +159,34 @@ impl QueueConsumer {
         let streams = self.models.len();
         for i in 0..streams {
             let stream = (self.turn + i) % streams;
-            let found = self.read(&[stream], None).await?;
+            let found = self.read(&[stream], 1, None).await?;
             if !found.is_empty() {
                 self.turn = (stream + 1) % streams;
                 return Ok(found);
             }
         }
         let all: Vec<usize> = (0..streams).collect();
-        self.read(&all, Some(block)).await
+        self.read(&all, 1, Some(block)).await
     }
 
-    /// One `XREADGROUP ... COUNT 1` of new entries on the streams of the
+    /// Up to `count` more new entries of `model`'s stream, without waiting:
+    /// jobs to batch with one this worker is about to run. Like [`Self::next`]'s,
+    /// each is pending on this consumer from now on.
+    pub async fn more(&mut self, model: &str, count: usize) -> Result<Vec<Delivery>> {
+        match self.models.iter().position(|m| m == model) {
+            Some(stream) if count > 0 => self.read(&[stream], count, None).await,
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// One `XREADGROUP ... COUNT count` of new entries on the streams of the
     /// models at `streams` (indices into `models`), blocking for `block`.
-    async fn read(&mut self, streams: &[usize], block: Option<Duration>) -> Result<Vec<Delivery>> {
+    async fn read(
+        &mut self,
+        streams: &[usize],
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<Delivery>> {
         let keys: Vec<String> = streams
             .iter()
             .map(|&i| stream_key(&self.prefix, &self.models[i]))
@@ -181,7 +196,7 @@ impl QueueConsumer {
             .arg(GROUP)
             .arg(&self.consumer)
             .arg("COUNT")
-            .arg(1);
+            .arg(count);
         if let Some(block) = block {
             cmd.arg("BLOCK").arg(block.as_millis() as u64);
         }

@@ -129,6 +129,13 @@ pub struct WorkerArgs {
     /// from new objects).
     #[arg(long, env = "BYTEEDIT_ERASE_NEGATIVE_PROMPT", default_value = byteedit_jobs::job::defaults::ERASE_NEGATIVE_PROMPT)]
     pub erase_negative_prompt: String,
+    /// Most outputs denoised together in one batch, over all the jobs in it:
+    /// queued jobs of one model with the same size, steps, solver and
+    /// guidance on/off share each UNet call. Raises images per second where
+    /// the device has room (a GPU), at the cost of each job's latency.
+    /// Default: 1 on the CPU (all cores already serve one job), 8 on CUDA.
+    #[arg(long, env = "BYTEEDIT_MAX_BATCH", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_batch: Option<u32>,
 }
 
 impl WorkerArgs {
@@ -149,6 +156,7 @@ impl WorkerArgs {
             retry_backoff_secs: 2.0,
             retry_backoff_max_secs: 60.0,
             erase_negative_prompt: serving.erase_negative_prompt,
+            max_batch: None,
         }
     }
 

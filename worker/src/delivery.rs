@@ -1,22 +1,23 @@
 //! The queue loop: read new entries (and, every half lease, re-add entries
-//! Redis lost and take over entries held too long elsewhere), run each
-//! delivered job in turn (claim → execute → record), and settle its entry
-//! (acknowledge, leave pending, or requeue).
+//! Redis lost and take over entries held too long elsewhere), gather a batch
+//! from each (claim → prepare, plus compatible jobs: [`crate::batching`]),
+//! run it ([`crate::execution`]), and settle each entry (acknowledge, leave
+//! pending, or requeue).
 //!
-//! Redis may deliver several entries at once (one per served model's stream):
-//! all of them are pending on this consumer from then on, so they wait in
-//! [`Inbox`] and run one after the other, and whatever is still there at
-//! shutdown is requeued for the other workers.
+//! Redis may deliver several entries at once (one per served model's stream,
+//! or more of one stream when batching): all of them are pending on this
+//! consumer from then on, so they wait in [`Inbox`] and run one batch after
+//! the other, and whatever is still there at shutdown is requeued for the
+//! other workers.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use byteedit_jobs::{Delivery, JobEvent, JobRecord, QueueConsumer, db};
+use byteedit_jobs::{Delivery, QueueConsumer, db};
+use byteedit_models::BatchKey;
 use tokio::sync::watch;
 
-use crate::claim::Claimed;
 use crate::error::WorkerError;
 use crate::recording::Entry;
 use crate::worker::Worker;
@@ -26,9 +27,13 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// Entries delivered to this consumer and not yet run, oldest first.
 #[derive(Default)]
-struct Inbox {
-    waiting: VecDeque<Delivery>,
+pub(crate) struct Inbox {
+    pub waiting: VecDeque<Delivery>,
     last_reclaim: Option<Instant>,
+    /// The batch key of waiting jobs already looked at (`None`: their
+    /// inputs did not prepare), so a job that did not fit one batch is not
+    /// read and decoded again for the next.
+    pub keys: HashMap<uuid::Uuid, Option<BatchKey>>,
 }
 
 impl Worker {
@@ -46,10 +51,8 @@ impl Worker {
             let Some(delivery) = self.next_delivery(&mut consumer, &mut inbox).await else {
                 continue;
             };
-            if let Err(e) = self.dispatch(&consumer, &delivery).await {
-                // Not acknowledged: the entry stays pending for recovery.
-                tracing::error!(entry = %delivery.entry, "cannot record job: {e}");
-            }
+            let batch = self.gather(delivery, &mut consumer, &mut inbox).await;
+            self.run_batch(&consumer, batch).await;
         }
         self.requeue_unstarted(&consumer, inbox.waiting).await;
         beats.abort();
@@ -143,46 +146,26 @@ impl Worker {
         }
     }
 
-    /// One delivered entry: claim its job, run it if it is ours, settle the
-    /// entry.
-    async fn dispatch(
+    /// Settles a job's entry once its outcome is recorded; an outcome that
+    /// could not be recorded leaves the entry pending, for recovery.
+    pub(crate) async fn settle(
         &self,
         consumer: &QueueConsumer,
         delivery: &Delivery,
-    ) -> Result<(), WorkerError> {
-        let entry = match delivery.job {
-            None => {
-                tracing::warn!(entry = %delivery.entry, "queue entry without a job id; dropping it");
-                Entry::Acknowledge
+        entry: Result<Entry, WorkerError>,
+    ) {
+        let settled = match entry {
+            Ok(Entry::Acknowledge) => consumer.ack(delivery).await,
+            Ok(Entry::LeavePending) => Ok(()),
+            Ok(Entry::Requeue) => consumer.requeue(delivery).await,
+            Err(e) => {
+                tracing::error!(entry = %delivery.entry, "cannot record job: {e}");
+                return;
             }
-            Some(id) => match self.claim(id.into()).await? {
-                Claimed::Run(job) => self.run_job(&job).await?,
-                Claimed::Skip(entry) => entry,
-            },
         };
-        match entry {
-            Entry::Acknowledge => consumer.ack(delivery).await?,
-            Entry::LeavePending => {}
-            Entry::Requeue => consumer.requeue(delivery).await?,
+        if let Err(e) = settled {
+            // Not acknowledged: the entry stays pending for recovery.
+            tracing::error!(entry = %delivery.entry, "cannot settle the queue entry: {e}");
         }
-        Ok(())
-    }
-
-    /// Runs a claimed job and records its outcome, holding its lease
-    /// meanwhile.
-    async fn run_job(&self, job: &JobRecord) -> Result<Entry, WorkerError> {
-        let claimed = Instant::now();
-        // A cancel asked before a takeover still holds.
-        let cancel = Arc::new(AtomicBool::new(job.cancel_requested));
-        self.current.set(job.job_id(), cancel.clone());
-        self.publish(job, JobEvent::Started).await;
-        tracing::info!(job = %job.id, model = %job.model, task = %job.task, "job started");
-        let outcome = self.execute(job, cancel).await;
-        let entry = self.record(job, claimed, outcome).await;
-        // Cleared only now: until the result is written the heartbeat keeps
-        // renewing the lease, so a worker waiting out a Postgres outage still
-        // holds its job when Postgres returns.
-        self.current.clear();
-        entry
     }
 }

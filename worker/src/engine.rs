@@ -1,6 +1,8 @@
 //! The engine actor: one thread owns the loaded models (burn modules need
-//! not be `Sync`) and runs one edit at a time, which is all one device does
-//! well anyway. Async callers talk to it through channels.
+//! not be `Sync`) and runs one batch at a time: one job's outputs, or the
+//! outputs of several compatible jobs of one model (see
+//! [`crate::batching`]). Async callers talk to it through channels; each job
+//! of a batch gets its own answer, a cancelled one at once.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -13,17 +15,15 @@ use std::time::{Duration, Instant};
 use burn::prelude::Backend;
 use byteedit_jobs::ModelInfo;
 use byteedit_models::tasks::EditPlan;
-use byteedit_models::{EditRequest, InpaintModel, ModelError};
+use byteedit_models::{BatchItem, EditRequest, InpaintModel, ModelError};
 use image::RgbImage;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use crate::config::WorkerArgs;
 use crate::error::{WorkerError, panic_message};
 
-/// One job for the engine: `num_outputs` edits with seeds `seed`, `seed+1`, ...,
-/// run as one batch.
+/// One job for the engine: `num_outputs` edits with seeds `seed`, `seed+1`, ...
 pub struct EngineJob {
-    pub model: String,
     /// The model's input (the plan's working image and mask).
     pub request: EditRequest,
     /// Takes each output back onto the canvas.
@@ -37,8 +37,12 @@ pub struct EngineJob {
 
 pub struct EngineOutput {
     pub images: Vec<RgbImage>,
+    /// The whole batch's time in the engine.
     pub model_time: Duration,
+    /// One output's share of a denoising step.
     pub step_time: Duration,
+    /// Outputs denoised together, this job's included.
+    pub batch_outputs: u32,
 }
 
 /// Why the engine produced no images for a job.
@@ -58,8 +62,17 @@ pub enum EngineError {
 
 type Reply = oneshot::Sender<Result<EngineOutput, EngineError>>;
 
+/// A job's answer from the engine.
+pub type Answer = oneshot::Receiver<Result<EngineOutput, EngineError>>;
+
+/// One batch for the engine thread: jobs of one model.
+struct Batch {
+    model: String,
+    jobs: Vec<(EngineJob, Reply)>,
+}
+
 pub struct Engine {
-    jobs: mpsc::Sender<(EngineJob, Reply)>,
+    batches: mpsc::Sender<Batch>,
     pub models: Vec<ModelInfo>,
 }
 
@@ -72,7 +85,7 @@ impl Engine {
                 return Err(WorkerError::DuplicateModel(spec.name.clone()));
             }
         }
-        let (jobs, inbox) = mpsc::channel::<(EngineJob, Reply)>();
+        let (batches, inbox) = mpsc::channel::<Batch>();
         let (loaded_tx, loaded) = mpsc::channel();
         let args = args.clone();
         std::thread::Builder::new()
@@ -102,12 +115,15 @@ impl Engine {
                 }
                 let _ = loaded_tx.send(Ok(infos));
                 // Runs until every `Engine` handle is dropped.
-                for (job, reply) in inbox {
-                    let result = match models.get(&job.model) {
-                        Some(model) => run_guarded(model, &job),
-                        None => Err(EngineError::NotServed(job.model.clone())),
-                    };
-                    let _ = reply.send(result);
+                for Batch { model, jobs } in inbox {
+                    match models.get(&model) {
+                        Some(loaded) => run_guarded(loaded, jobs),
+                        None => {
+                            for (_, reply) in jobs {
+                                let _ = reply.send(Err(EngineError::NotServed(model.clone())));
+                            }
+                        }
+                    }
                 }
             })
             .map_err(WorkerError::EngineSpawn)?;
@@ -115,7 +131,7 @@ impl Engine {
         let models = loaded
             .recv()
             .map_err(|_| WorkerError::EngineLoadAborted)??;
-        Ok(Self { jobs, models })
+        Ok(Self { batches, models })
     }
 
     /// What the worker registered for model `name`.
@@ -126,64 +142,114 @@ impl Engine {
             .ok_or_else(|| EngineError::NotServed(name.to_owned()))
     }
 
-    /// Runs one job on the engine thread. The outer error says the engine
-    /// thread is gone; the inner one is the job's own.
-    pub async fn run(
-        &self,
-        job: EngineJob,
-    ) -> Result<Result<EngineOutput, EngineError>, WorkerError> {
-        let model = job.model.clone();
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send((job, reply))
+    /// Queues `jobs` of `model` as one batch on the engine thread; each
+    /// job's answer comes on its own channel. The error says the engine
+    /// thread is gone.
+    pub fn submit(&self, model: &str, jobs: Vec<EngineJob>) -> Result<Vec<Answer>, WorkerError> {
+        let (jobs, answers): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .map(|job| {
+                let (reply, answer) = oneshot::channel();
+                ((job, reply), answer)
+            })
+            .unzip();
+        self.batches
+            .send(Batch {
+                model: model.to_owned(),
+                jobs,
+            })
             .map_err(|_| WorkerError::EngineStopped)?;
-        answer
-            .await
-            .map_err(|_| WorkerError::EngineNoAnswer { model })
+        Ok(answers)
     }
 }
 
-/// A panic inside the engine fails the job, not the worker.
-fn run_guarded<B: Backend>(
-    model: &InpaintModel<B>,
-    job: &EngineJob,
-) -> Result<EngineOutput, EngineError> {
-    match std::panic::catch_unwind(AssertUnwindSafe(|| run(model, job))) {
-        Ok(result) => result.map_err(EngineError::Model),
+/// A panic inside the engine fails the batch's jobs, not the worker.
+fn run_guarded<B: Backend>(model: &InpaintModel<B>, batch: Vec<(EngineJob, Reply)>) {
+    let (jobs, replies): (Vec<EngineJob>, Vec<Reply>) = batch.into_iter().unzip();
+    let mut replies: Vec<Option<Reply>> = replies.into_iter().map(Some).collect();
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(model, &jobs, &mut replies)));
+    let results: Vec<Result<EngineOutput, EngineError>> = match outcome {
+        Ok(Ok(results)) => results
+            .into_iter()
+            .map(|r| r.map_err(EngineError::Model))
+            .collect(),
+        // The device failed: every job of the batch fails with its sentence.
+        Ok(Err(e)) => {
+            let why = e.to_string();
+            (0..jobs.len())
+                .map(|_| Err(EngineError::Model(ModelError::Backend(why.clone()))))
+                .collect()
+        }
         Err(panic) => {
             let why = panic_message(&*panic);
             tracing::error!("engine panicked: {why}");
-            Err(EngineError::Panicked(why))
+            (0..jobs.len())
+                .map(|_| Err(EngineError::Panicked(why.clone())))
+                .collect()
+        }
+    };
+    for (reply, result) in replies.into_iter().zip(results) {
+        // Cancelled jobs were answered already.
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
         }
     }
 }
 
-/// The job's outputs as one batch (seeds `seed`, `seed + 1`, ...): the
-/// prompt and the masked image are encoded once, and each UNet call serves
-/// every output.
-fn run<B: Backend>(model: &InpaintModel<B>, job: &EngineJob) -> Result<EngineOutput, ModelError> {
-    let count = job.num_outputs.max(1);
+/// The jobs as one batch ([`InpaintModel::edit_batch`]): each prompt and
+/// masked image is encoded once, and each UNet call serves every output.
+/// A job cancelled mid-run is answered at once and leaves the batch.
+fn run<B: Backend>(
+    model: &InpaintModel<B>,
+    jobs: &[EngineJob],
+    replies: &mut [Option<Reply>],
+) -> Result<Vec<Result<EngineOutput, ModelError>>, ModelError> {
+    let items: Vec<BatchItem<'_>> = jobs
+        .iter()
+        .map(|job| BatchItem {
+            request: &job.request,
+            count: job.num_outputs.max(1) as usize,
+        })
+        .collect();
     let started = Instant::now();
-    let outputs = model.edit_outputs(&job.request, count as usize, &mut |p| {
-        // Progress counts steps over all outputs: each batched step is `count` of them.
-        let _ = job.progress.send(p.step as u32 * count);
+    let results = model.edit_batch(&items, &mut |i, p| {
+        let job = &jobs[i];
+        // Progress counts steps over all of a job's outputs.
+        let _ = job.progress.send(p.step as u32 * items[i].count as u32);
         if job.cancel.load(Ordering::Relaxed) {
+            if let Some(reply) = replies[i].take() {
+                let _ = reply.send(Err(EngineError::Model(ModelError::Cancelled)));
+            }
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
         }
     })?;
     let model_time = started.elapsed();
-    let images = outputs
-        .to_rgb8()?
+    // The rows that were denoised: every job not refused up front.
+    let batch_outputs: u32 = results
         .iter()
-        .map(|image| job.plan.finish(image))
-        .collect();
-    let t = outputs.timings;
-    Ok(EngineOutput {
-        images,
-        model_time,
-        // The time of one output's step: the batch's step over its outputs.
-        step_time: t.per_step() / count,
-    })
+        .zip(&items)
+        .filter(|(r, _)| matches!(r, Ok(_) | Err(ModelError::Cancelled)))
+        .map(|(_, item)| item.count as u32)
+        .sum();
+    Ok(results
+        .into_iter()
+        .zip(jobs)
+        .map(|(result, job)| {
+            let outputs = result?;
+            let images = outputs
+                .to_rgb8()?
+                .iter()
+                .map(|image| job.plan.finish(image))
+                .collect();
+            Ok(EngineOutput {
+                images,
+                model_time,
+                // One output's share of a batched step.
+                step_time: outputs.timings.per_step() / batch_outputs.max(1),
+                batch_outputs,
+            })
+        })
+        .collect())
 }

@@ -1,7 +1,9 @@
-//! One job's run: read its inputs from storage, plan the edit
-//! ([`prepare`]), run the engine while relaying its progress, encode the
-//! outputs as PNG and store them. Nothing is recorded here: the outcome goes
-//! to [`crate::recording`].
+//! A batch's run: each member's inputs were read and planned when it was
+//! gathered ([`crate::batching`]); here the members start (lease slot,
+//! `started` event, progress relay), go to the engine as one batch, and each
+//! finishes on its own as its answer comes: outputs encoded as PNG and
+//! stored, the outcome recorded ([`crate::recording`]) and its queue entry
+//! settled. A cancelled member finishes while the rest still run.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -10,20 +12,34 @@ use std::time::Instant;
 
 use byteedit_jobs::db::jobs::NewOutput;
 use byteedit_jobs::job::keys;
-use byteedit_jobs::{Backends, EventMessage, Geometry, JobEvent, JobRecord, WorkerId, db, events};
-use byteedit_models::tasks::EditPlan;
-use byteedit_models::{EditRequest, ModelError};
+use byteedit_jobs::{
+    Backends, Delivery, EventMessage, Geometry, JobEvent, JobRecord, QueueConsumer, WorkerId, db,
+    events,
+};
+use byteedit_models::ModelError;
 use bytes::Bytes;
+use futures_util::future::join_all;
 use image::{ImageFormat, RgbImage};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
-use crate::engine::{EngineJob, EngineOutput};
+use crate::engine::{Answer, EngineJob, EngineOutput};
+use crate::error::WorkerError;
 use crate::failure::Failure;
 use crate::inputs::{PreparedEdit, prepare};
 use crate::worker::Worker;
 
 /// Progress goes to Postgres at most this often (every step goes to Redis).
 const PROGRESS_WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A job this worker claimed, with its queue entry and its engine input
+/// (or why it has none).
+pub(crate) struct Member {
+    pub delivery: Delivery,
+    pub job: Box<JobRecord>,
+    pub claimed: Instant,
+    pub prepared: Result<PreparedEdit, Failure>,
+}
 
 /// A run that produced its outputs, stored but not yet recorded.
 pub(crate) struct Executed {
@@ -32,40 +48,86 @@ pub(crate) struct Executed {
     pub geometry: Geometry,
 }
 
-/// What the engine edits, and how each output goes back onto the canvas.
-struct EngineInput {
-    request: EditRequest,
-    plan: EditPlan,
+/// A member on its way through the engine.
+struct InFlight {
+    answer: Answer,
+    geometry: Geometry,
+    /// The progress relay: it ends when the engine drops the job.
+    forward: JoinHandle<()>,
 }
 
 impl Worker {
-    /// Runs `job` (already claimed) to stored outputs; `cancel` stops the
-    /// engine at its next step.
-    pub(crate) async fn execute(
-        &self,
-        job: &JobRecord,
-        cancel: Arc<AtomicBool>,
-    ) -> Result<Executed, Failure> {
-        let PreparedEdit {
-            plan,
-            request,
-            geometry,
-        } = self.prepare(job).await?;
-        let mut output = self
-            .run_engine(job, EngineInput { request, plan }, cancel)
-            .await?;
-        // The images move into the encoder: only the timings are kept.
-        let images = std::mem::take(&mut output.images);
-        let stored = self.store_outputs(job, images).await?;
-        Ok(Executed {
-            output,
-            stored,
-            geometry,
-        })
+    /// Runs the members as one engine batch; each is recorded and its entry
+    /// settled as soon as its own answer comes.
+    pub(crate) async fn run_batch(&self, consumer: &QueueConsumer, members: Vec<Member>) {
+        let mut engine_jobs = Vec::new();
+        let mut started = Vec::new();
+        for member in members {
+            // A cancel asked before a takeover still holds.
+            let cancel = Arc::new(AtomicBool::new(member.job.cancel_requested));
+            self.running.insert(member.job.job_id(), cancel.clone());
+            self.publish(&member.job, JobEvent::Started).await;
+            tracing::info!(job = %member.job.id, model = %member.job.model, task = %member.job.task, "job started");
+            match member.prepared {
+                Ok(prepared) => {
+                    let (job, geometry, forward) = self.engine_job(&member.job, prepared, cancel);
+                    engine_jobs.push(job);
+                    started.push((
+                        member.delivery,
+                        member.job,
+                        member.claimed,
+                        Some((geometry, forward)),
+                    ));
+                }
+                Err(failure) => {
+                    let entry = self.record(&member.job, member.claimed, Err(failure)).await;
+                    self.running.remove(member.job.job_id());
+                    self.settle(consumer, &member.delivery, entry).await;
+                }
+            }
+        }
+        if started.is_empty() {
+            return;
+        }
+        let model = started[0].1.model.clone();
+        if engine_jobs.len() > 1 {
+            tracing::info!(%model, jobs = engine_jobs.len(), "running jobs as one batch");
+        }
+        let mut answers: Vec<Option<Answer>> = match self.engine.submit(&model, engine_jobs) {
+            Ok(answers) => answers.into_iter().map(Some).collect(),
+            Err(_) => started.iter().map(|_| None).collect(),
+        };
+        let finishing = started.into_iter().zip(answers.iter_mut()).map(
+            |((delivery, job, claimed, flight), answer)| async move {
+                let outcome = match (answer.take(), flight) {
+                    (Some(answer), Some((geometry, forward))) => {
+                        self.finish(
+                            &job,
+                            InFlight {
+                                answer,
+                                geometry,
+                                forward,
+                            },
+                        )
+                        .await
+                    }
+                    _ => Err(Failure::Worker(WorkerError::EngineStopped)),
+                };
+                let entry = self.record(&job, claimed, outcome).await;
+                // Removed only now: until the result is written the heartbeat
+                // keeps renewing the lease, so a worker waiting out a Postgres
+                // outage still holds its job when Postgres returns.
+                self.running.remove(job.job_id());
+                self.settle(consumer, &delivery, entry).await;
+            },
+        );
+        join_all(finishing).await;
     }
 
-    /// Reads the uploads and turns them into the engine's input.
-    async fn prepare(&self, job: &JobRecord) -> Result<PreparedEdit, Failure> {
+    /// Reads the uploads and turns them into the engine's input. Reads
+    /// only: a job not yet claimed may be prepared to see whether it fits a
+    /// batch.
+    pub(crate) async fn prepare(&self, job: &JobRecord) -> Result<PreparedEdit, Failure> {
         let model = self
             .engine
             .model(&job.model)
@@ -88,13 +150,13 @@ impl Worker {
             .map_err(Failure::model)
     }
 
-    /// The engine call, with its progress relayed while it runs.
-    async fn run_engine(
+    /// The engine's job for a member, and the relay of its progress.
+    fn engine_job(
         &self,
         job: &JobRecord,
-        input: EngineInput,
+        prepared: PreparedEdit,
         cancel: Arc<AtomicBool>,
-    ) -> Result<EngineOutput, Failure> {
+    ) -> (EngineJob, Geometry, JoinHandle<()>) {
         let (progress, steps) = mpsc::unbounded_channel();
         let forward = tokio::spawn(forward_progress(
             self.backends.clone(),
@@ -102,20 +164,35 @@ impl Worker {
             self.id,
             steps,
         ));
-        let result = self
-            .engine
-            .run(EngineJob {
+        let engine_job = EngineJob {
+            request: prepared.request,
+            plan: prepared.plan,
+            num_outputs: job.params.num_outputs,
+            progress,
+            cancel,
+        };
+        (engine_job, prepared.geometry, forward)
+    }
+
+    /// Waits for a member's answer and stores its outputs.
+    async fn finish(&self, job: &JobRecord, flight: InFlight) -> Result<Executed, Failure> {
+        let answer = flight.answer.await.map_err(|_| {
+            Failure::Worker(WorkerError::EngineNoAnswer {
                 model: job.model.clone(),
-                request: input.request,
-                plan: input.plan,
-                num_outputs: job.params.num_outputs,
-                progress,
-                cancel,
             })
-            .await;
-        // The sender is gone with the job, so the forwarder drains and ends.
-        let _ = forward.await;
-        result.map_err(Failure::Worker)?.map_err(Failure::engine)
+        })?;
+        let mut output = answer.map_err(Failure::engine)?;
+        // Answered after the batch: the relay has its last step (a
+        // cancelled member's relay ends with the batch, unawaited).
+        let _ = flight.forward.await;
+        // The images move into the encoder: only the timings are kept.
+        let images = std::mem::take(&mut output.images);
+        let stored = self.store_outputs(job, images).await?;
+        Ok(Executed {
+            output,
+            stored,
+            geometry: flight.geometry,
+        })
     }
 
     /// Encodes the images and stores them under this attempt's keys.

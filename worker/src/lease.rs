@@ -1,7 +1,8 @@
-//! Holding the running job: the slot naming it and its cancel flag, the
-//! heartbeat that renews its lease (and reads cancel requests from
-//! Postgres), and the pub/sub listener that stops it on a cancel request.
+//! Holding the running jobs: the set naming them with their cancel flags,
+//! the heartbeat that renews their leases (and reads cancel requests from
+//! Postgres), and the pub/sub listener that stops one on a cancel request.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -14,49 +15,42 @@ use crate::worker::Worker;
 /// How long to wait before subscribing again after the subscription ended.
 const RESUBSCRIBE: Duration = Duration::from_secs(1);
 
-/// The job this worker runs now, with its cancel flag: shared by the
-/// delivery loop, the heartbeat, the cancel listener and the handle's
-/// shutdown.
+/// The jobs this worker runs now (one batch), each with its cancel flag:
+/// shared by the delivery loop, the heartbeat, the cancel listener and the
+/// handle's shutdown.
 #[derive(Clone, Default)]
-pub(crate) struct CurrentJob(Arc<Mutex<Option<Running>>>);
+pub(crate) struct RunningJobs(Arc<Mutex<HashMap<JobId, Arc<AtomicBool>>>>);
 
-struct Running {
-    job: JobId,
-    cancel: Arc<AtomicBool>,
-}
-
-impl CurrentJob {
-    fn slot(&self) -> MutexGuard<'_, Option<Running>> {
+impl RunningJobs {
+    fn slots(&self) -> MutexGuard<'_, HashMap<JobId, Arc<AtomicBool>>> {
         // Nothing holding the lock can leave it half-written: a poisoned
         // lock is still a good one.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn set(&self, job: JobId, cancel: Arc<AtomicBool>) {
-        *self.slot() = Some(Running { job, cancel });
+    pub fn insert(&self, job: JobId, cancel: Arc<AtomicBool>) {
+        self.slots().insert(job, cancel);
     }
 
-    pub fn clear(&self) {
-        *self.slot() = None;
+    pub fn remove(&self, job: JobId) {
+        self.slots().remove(&job);
     }
 
-    pub fn id(&self) -> Option<JobId> {
-        self.slot().as_ref().map(|r| r.job)
+    pub fn ids(&self) -> Vec<JobId> {
+        self.slots().keys().copied().collect()
     }
 
-    /// Stops `job` at its next step, if it is the one running.
+    /// Stops `job` at its next step, if it is running here.
     pub fn cancel(&self, job: JobId) {
-        if let Some(running) = self.slot().as_ref()
-            && running.job == job
-        {
-            running.cancel.store(true, Ordering::Relaxed);
+        if let Some(cancel) = self.slots().get(&job) {
+            cancel.store(true, Ordering::Relaxed);
         }
     }
 
-    /// Stops whatever job is running (shutdown).
-    pub fn cancel_any(&self) {
-        if let Some(running) = self.slot().as_ref() {
-            running.cancel.store(true, Ordering::Relaxed);
+    /// Stops every running job (shutdown).
+    pub fn cancel_all(&self) {
+        for cancel in self.slots().values() {
+            cancel.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -72,11 +66,11 @@ impl Worker {
             if let Err(e) = db::models::worker_seen(db, self.id).await {
                 tracing::warn!("heartbeat failed: {e}");
             }
-            if let Some(job) = self.current.id() {
+            for job in self.running.ids() {
                 match db::jobs::heartbeat(db, job, self.id).await {
                     // Cancel asked, or the lease was lost to another worker:
                     // either way, stop spending the device on it.
-                    Ok(Some(true)) | Ok(None) => self.current.cancel(job),
+                    Ok(Some(true)) | Ok(None) => self.running.cancel(job),
                     Ok(Some(false)) => {}
                     // Not a lost lease: Postgres did not answer (an outage).
                     // The job goes on; the result is written once Postgres is
@@ -96,7 +90,7 @@ impl Worker {
                     let mut stream = std::pin::pin!(stream);
                     while let Some(message) = stream.next().await {
                         if message.event == JobEvent::CancelRequested {
-                            self.current.cancel(message.job.into());
+                            self.running.cancel(message.job.into());
                         }
                     }
                 }

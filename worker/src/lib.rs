@@ -7,17 +7,22 @@
 //! - [`worker`]: the assembled worker (settings, shared parts), `start`,
 //!   and the [`WorkerHandle`] that stops it;
 //! - [`delivery`]: the queue loop: read, sweep and reclaim entries, run
-//!   each delivered one in turn, settle its entry;
+//!   one batch after another, settle each entry;
+//! - [`batching`]: a batch gathered: the entry at hand, then compatible
+//!   queued jobs of its model (looked at before they are claimed);
 //! - [`claim`]: the claim state machine in Postgres and the attempt limit;
-//! - [`execution`]: one job's run: inputs from storage, [`inputs::prepare`],
-//!   the engine call with its progress relay, PNG outputs into storage;
-//! - [`lease`]: the current-job slot, the heartbeat, cancel requests;
+//! - [`execution`]: a batch's run: inputs from storage, [`inputs::prepare`],
+//!   the engine call with each job's progress relay, PNG outputs into
+//!   storage, each job recorded as its answer comes;
+//! - [`lease`]: the running jobs and their cancel flags, the heartbeat,
+//!   cancel requests;
 //! - [`recording`]: success, failure or cancel written (retried while
 //!   Postgres is down), the retry-with-backoff policy, hand-back at shutdown;
 //! - [`failure`]: why a run failed, as a job failure code;
-//! - [`engine`]: the thread owning the models (an actor), one edit at a time;
+//! - [`engine`]: the thread owning the models (an actor), one batch at a time;
 //! - [`inputs`]: a stored job turned into an engine request.
 
+mod batching;
 mod claim;
 pub mod config;
 mod delivery;

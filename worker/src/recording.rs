@@ -113,6 +113,7 @@ impl Worker {
             model_ms: ms(executed.output.model_time),
             step_ms: ms(executed.output.step_time),
             run_ms: ms(claimed.elapsed()),
+            batch_outputs: executed.output.batch_outputs,
         };
         let db = &self.backends.db;
         let (stored, timings_ref, geometry) = (&executed.stored, &timings, &executed.geometry);

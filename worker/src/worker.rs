@@ -14,10 +14,10 @@ use uuid::Uuid;
 use crate::config::WorkerArgs;
 use crate::engine::Engine;
 use crate::error::WorkerError;
-use crate::lease::CurrentJob;
+use crate::lease::RunningJobs;
 use crate::recording::RetryPolicy;
 
-/// How long `stop` lets the current job finish by default.
+/// How long `stop` lets the current jobs finish by default.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// The settings the loop and its parts run with (from [`WorkerArgs`]).
@@ -28,6 +28,8 @@ pub(crate) struct Settings {
     pub heartbeat: Duration,
     pub max_attempts: u32,
     pub retry: RetryPolicy,
+    /// Most outputs one engine batch holds, over all its jobs.
+    pub max_batch: u32,
 }
 
 impl Settings {
@@ -38,6 +40,7 @@ impl Settings {
             lease: Duration::from_secs(args.lease_secs.max(args.heartbeat_secs + 1)),
             heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
             max_attempts: args.max_attempts.max(1),
+            max_batch: args.max_batch.unwrap_or(1).max(1),
             retry: RetryPolicy {
                 base: secs(args.retry_backoff_secs),
                 max: secs(args.retry_backoff_max_secs),
@@ -53,7 +56,7 @@ pub struct Worker {
     pub(crate) settings: Settings,
     pub(crate) backends: Backends,
     pub(crate) engine: Engine,
-    pub(crate) current: CurrentJob,
+    pub(crate) running: RunningJobs,
     /// Set when the shutdown grace period is over: the current job is
     /// stopped and given back to the queue instead of finished.
     pub(crate) handing_back: Arc<AtomicBool>,
@@ -65,7 +68,7 @@ pub struct WorkerHandle {
     pub models: Vec<ModelInfo>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), WorkerError>>,
-    current: CurrentJob,
+    running: RunningJobs,
     handing_back: Arc<AtomicBool>,
 }
 
@@ -87,7 +90,7 @@ impl WorkerHandle {
             Err(_) => {
                 tracing::warn!(worker = %self.id, "shutdown grace period over; handing the current job back");
                 self.handing_back.store(true, Ordering::Relaxed);
-                self.current.cancel_any();
+                self.running.cancel_all();
                 task.await.map_err(WorkerError::LoopFailed)?
             }
         }
@@ -137,11 +140,11 @@ impl Worker {
             settings: Settings::of(&args),
             backends,
             engine,
-            current: CurrentJob::default(),
+            running: RunningJobs::default(),
             handing_back: Arc::default(),
         });
         let (stop, stopped) = watch::channel(false);
-        let current = worker.current.clone();
+        let running = worker.running.clone();
         let handing_back = worker.handing_back.clone();
         let task = tokio::spawn(worker.run(consumer, stopped));
         Ok(WorkerHandle {
@@ -149,7 +152,7 @@ impl Worker {
             models,
             stop,
             task,
-            current,
+            running,
             handing_back,
         })
     }

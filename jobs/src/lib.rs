@@ -28,5 +28,5 @@ pub use ids::{JobId, WorkerId};
 pub use job::{
     EditParams, JobError, JobRecord, JobStatus, JobTimings, ModelInfo, OutputRecord, Task,
 };
-pub use queue::{Delivery, Queue, QueueConsumer};
+pub use queue::{Delivery, Queue, QueueConsumer, QueueSettler};
 pub use storage::Storage;

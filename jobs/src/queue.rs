@@ -293,6 +293,35 @@ impl QueueConsumer {
         Ok(None)
     }
 
+    /// What settles this consumer's entries, for tasks of their own.
+    pub fn settler(&self) -> QueueSettler {
+        QueueSettler {
+            conn: self.conn.clone(),
+            prefix: self.prefix.clone(),
+        }
+    }
+
+    /// See [`QueueSettler::ack`].
+    pub async fn ack(&self, delivery: &Delivery) -> Result<()> {
+        self.settler().ack(delivery).await
+    }
+
+    /// See [`QueueSettler::requeue`].
+    pub async fn requeue(&self, delivery: &Delivery) -> Result<()> {
+        self.settler().requeue(delivery).await
+    }
+}
+
+/// Acknowledges or requeues delivered entries: a cheap handle on a
+/// consumer's connection, so a job's entry is settled by whichever task
+/// recorded it, at once.
+#[derive(Clone)]
+pub struct QueueSettler {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl QueueSettler {
     /// Acknowledges and deletes the entry, so the stream length stays the
     /// number of jobs not yet finished.
     pub async fn ack(&self, delivery: &Delivery) -> Result<()> {

@@ -80,7 +80,9 @@ impl Worker {
                         prepared: Ok(prepared),
                     });
                 }
-                Ok(Claimed::Skip(entry)) => self.settle(consumer, &delivery, Ok(entry)).await,
+                Ok(Claimed::Skip(entry)) => {
+                    self.settle(&consumer.settler(), &delivery, Ok(entry)).await
+                }
                 Err(e) => {
                     tracing::warn!(job = %id, "cannot claim a job to batch: {e}");
                     passed.push(delivery);
@@ -102,7 +104,7 @@ impl Worker {
     async fn take(&self, delivery: Delivery, consumer: &QueueConsumer) -> Option<Member> {
         let Some(id) = delivery.job else {
             tracing::warn!(entry = %delivery.entry, "queue entry without a job id; dropping it");
-            self.settle(consumer, &delivery, Ok(Entry::Acknowledge))
+            self.settle(&consumer.settler(), &delivery, Ok(Entry::Acknowledge))
                 .await;
             return None;
         };
@@ -118,11 +120,11 @@ impl Worker {
                 })
             }
             Ok(Claimed::Skip(entry)) => {
-                self.settle(consumer, &delivery, Ok(entry)).await;
+                self.settle(&consumer.settler(), &delivery, Ok(entry)).await;
                 None
             }
             Err(e) => {
-                self.settle(consumer, &delivery, Err(e)).await;
+                self.settle(&consumer.settler(), &delivery, Err(e)).await;
                 None
             }
         }

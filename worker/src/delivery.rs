@@ -14,9 +14,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use byteedit_jobs::{Delivery, QueueConsumer, db};
+use byteedit_jobs::{Delivery, QueueConsumer, QueueSettler, db};
 use byteedit_models::BatchKey;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::error::WorkerError;
 use crate::recording::Entry;
@@ -47,12 +48,22 @@ impl Worker {
         let beats = tokio::spawn(self.clone().heartbeat());
         let cancels = tokio::spawn(self.clone().listen_for_cancels());
         let mut inbox = Inbox::default();
+        let queue = consumer.settler();
+        // Jobs whose engine part is over, being stored and recorded.
+        let mut recording: Vec<JoinHandle<()>> = Vec::new();
         while !*stopped.borrow() {
+            recording.retain(|task| !task.is_finished());
             let Some(delivery) = self.next_delivery(&mut consumer, &mut inbox).await else {
                 continue;
             };
             let batch = self.gather(delivery, &mut consumer, &mut inbox).await;
-            self.run_batch(&consumer, batch).await;
+            recording.extend(self.run_batch(&queue, batch).await);
+        }
+        for task in recording {
+            if let Err(e) = task.await {
+                // Not settled: the entry stays pending for recovery.
+                tracing::error!("a job's recording task failed: {e}");
+            }
         }
         self.requeue_unstarted(&consumer, inbox.waiting).await;
         beats.abort();
@@ -150,14 +161,14 @@ impl Worker {
     /// could not be recorded leaves the entry pending, for recovery.
     pub(crate) async fn settle(
         &self,
-        consumer: &QueueConsumer,
+        queue: &QueueSettler,
         delivery: &Delivery,
         entry: Result<Entry, WorkerError>,
     ) {
         let settled = match entry {
-            Ok(Entry::Acknowledge) => consumer.ack(delivery).await,
+            Ok(Entry::Acknowledge) => queue.ack(delivery).await,
             Ok(Entry::LeavePending) => Ok(()),
-            Ok(Entry::Requeue) => consumer.requeue(delivery).await,
+            Ok(Entry::Requeue) => queue.requeue(delivery).await,
             Err(e) => {
                 tracing::error!(entry = %delivery.entry, "cannot record job: {e}");
                 return;

@@ -69,6 +69,14 @@ pub type Answer = oneshot::Receiver<Result<EngineOutput, EngineError>>;
 struct Batch {
     model: String,
     jobs: Vec<(EngineJob, Reply)>,
+    /// Sent when the engine is done with the batch.
+    done: oneshot::Sender<()>,
+}
+
+/// A submitted batch: each job's answer, and word that the engine is free.
+pub struct Submitted {
+    pub answers: Vec<Answer>,
+    pub done: oneshot::Receiver<()>,
 }
 
 pub struct Engine {
@@ -115,7 +123,7 @@ impl Engine {
                 }
                 let _ = loaded_tx.send(Ok(infos));
                 // Runs until every `Engine` handle is dropped.
-                for Batch { model, jobs } in inbox {
+                for Batch { model, jobs, done } in inbox {
                     match models.get(&model) {
                         Some(loaded) => run_guarded(loaded, jobs),
                         None => {
@@ -124,6 +132,7 @@ impl Engine {
                             }
                         }
                     }
+                    let _ = done.send(());
                 }
             })
             .map_err(WorkerError::EngineSpawn)?;
@@ -145,7 +154,7 @@ impl Engine {
     /// Queues `jobs` of `model` as one batch on the engine thread; each
     /// job's answer comes on its own channel. The error says the engine
     /// thread is gone.
-    pub fn submit(&self, model: &str, jobs: Vec<EngineJob>) -> Result<Vec<Answer>, WorkerError> {
+    pub fn submit(&self, model: &str, jobs: Vec<EngineJob>) -> Result<Submitted, WorkerError> {
         let (jobs, answers): (Vec<_>, Vec<_>) = jobs
             .into_iter()
             .map(|job| {
@@ -153,13 +162,18 @@ impl Engine {
                 ((job, reply), answer)
             })
             .unzip();
+        let (done, free) = oneshot::channel();
         self.batches
             .send(Batch {
                 model: model.to_owned(),
                 jobs,
+                done,
             })
             .map_err(|_| WorkerError::EngineStopped)?;
-        Ok(answers)
+        Ok(Submitted {
+            answers,
+            done: free,
+        })
     }
 }
 

@@ -1,9 +1,10 @@
 //! A batch's run: each member's inputs were read and planned when it was
 //! gathered ([`crate::batching`]); here the members start (lease slot,
 //! `started` event, progress relay), go to the engine as one batch, and each
-//! finishes on its own as its answer comes: outputs encoded as PNG and
-//! stored, the outcome recorded ([`crate::recording`]) and its queue entry
-//! settled. A cancelled member finishes while the rest still run.
+//! finishes in a task of its own as its answer comes: outputs encoded as PNG
+//! and stored, the outcome recorded ([`crate::recording`]), its queue entry
+//! settled. A cancelled member finishes while the rest
+//! still run, and a batch's outputs are stored while the next one denoises.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -13,12 +14,11 @@ use std::time::Instant;
 use byteedit_jobs::db::jobs::NewOutput;
 use byteedit_jobs::job::keys;
 use byteedit_jobs::{
-    Backends, Delivery, EventMessage, Geometry, JobEvent, JobRecord, QueueConsumer, WorkerId, db,
+    Backends, Delivery, EventMessage, Geometry, JobEvent, JobRecord, QueueSettler, WorkerId, db,
     events,
 };
 use byteedit_models::ModelError;
 use bytes::Bytes;
-use futures_util::future::join_all;
 use image::{ImageFormat, RgbImage};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -57,9 +57,17 @@ struct InFlight {
 }
 
 impl Worker {
-    /// Runs the members as one engine batch; each is recorded and its entry
-    /// settled as soon as its own answer comes.
-    pub(crate) async fn run_batch(&self, consumer: &QueueConsumer, members: Vec<Member>) {
+    /// Runs the members as one engine batch and returns once the engine is
+    /// done with it. Each member finishes in a task of its own (outputs
+    /// stored, outcome recorded) as soon as its answer comes, so the next
+    /// batch denoises while this one's outputs are encoded and stored; the
+    /// tasks also settle each job's queue entry.
+    pub(crate) async fn run_batch(
+        self: &Arc<Self>,
+        queue: &QueueSettler,
+        members: Vec<Member>,
+    ) -> Vec<JoinHandle<()>> {
+        let mut finishing = Vec::new();
         let mut engine_jobs = Vec::new();
         let mut started = Vec::new();
         for member in members {
@@ -76,52 +84,82 @@ impl Worker {
                         member.delivery,
                         member.job,
                         member.claimed,
-                        Some((geometry, forward)),
+                        (geometry, forward),
                     ));
                 }
                 Err(failure) => {
-                    let entry = self.record(&member.job, member.claimed, Err(failure)).await;
-                    self.running.remove(member.job.job_id());
-                    self.settle(consumer, &member.delivery, entry).await;
+                    let (worker, queue) = (self.clone(), queue.clone());
+                    let (delivery, job, claimed) = (member.delivery, member.job, member.claimed);
+                    finishing.push(tokio::spawn(async move {
+                        worker
+                            .conclude(&queue, &delivery, &job, claimed, Err(failure))
+                            .await
+                    }));
                 }
             }
         }
         if started.is_empty() {
-            return;
+            return finishing;
         }
         let model = started[0].1.model.clone();
         if engine_jobs.len() > 1 {
             tracing::info!(%model, jobs = engine_jobs.len(), "running jobs as one batch");
         }
-        let mut answers: Vec<Option<Answer>> = match self.engine.submit(&model, engine_jobs) {
-            Ok(answers) => answers.into_iter().map(Some).collect(),
-            Err(_) => started.iter().map(|_| None).collect(),
+        let (answers, free) = match self.engine.submit(&model, engine_jobs) {
+            Ok(submitted) => (
+                submitted.answers.into_iter().map(Some).collect(),
+                Some(submitted.done),
+            ),
+            Err(_) => (started.iter().map(|_| None).collect::<Vec<_>>(), None),
         };
-        let finishing = started.into_iter().zip(answers.iter_mut()).map(
-            |((delivery, job, claimed, flight), answer)| async move {
-                let outcome = match (answer.take(), flight) {
-                    (Some(answer), Some((geometry, forward))) => {
-                        self.finish(
-                            &job,
-                            InFlight {
-                                answer,
-                                geometry,
-                                forward,
-                            },
-                        )
-                        .await
+        for ((delivery, job, claimed, (geometry, forward)), answer) in
+            started.into_iter().zip(answers)
+        {
+            let (worker, queue) = (self.clone(), queue.clone());
+            finishing.push(tokio::spawn(async move {
+                let outcome = match answer {
+                    Some(answer) => {
+                        worker
+                            .finish(
+                                &job,
+                                InFlight {
+                                    answer,
+                                    geometry,
+                                    forward,
+                                },
+                            )
+                            .await
                     }
-                    _ => Err(Failure::Worker(WorkerError::EngineStopped)),
+                    None => Err(Failure::Worker(WorkerError::EngineStopped)),
                 };
-                let entry = self.record(&job, claimed, outcome).await;
-                // Removed only now: until the result is written the heartbeat
-                // keeps renewing the lease, so a worker waiting out a Postgres
-                // outage still holds its job when Postgres returns.
-                self.running.remove(job.job_id());
-                self.settle(consumer, &delivery, entry).await;
-            },
-        );
-        join_all(finishing).await;
+                worker
+                    .conclude(&queue, &delivery, &job, claimed, outcome)
+                    .await
+            }));
+        }
+        if let Some(free) = free {
+            // Also answered if the engine thread dies.
+            let _ = free.await;
+        }
+        finishing
+    }
+
+    /// Records a member's outcome, lets go of its lease and settles its
+    /// queue entry.
+    async fn conclude(
+        &self,
+        queue: &QueueSettler,
+        delivery: &Delivery,
+        job: &JobRecord,
+        claimed: Instant,
+        outcome: Result<Executed, Failure>,
+    ) {
+        let entry = self.record(job, claimed, outcome).await;
+        // Removed only now: until the result is written the heartbeat keeps
+        // renewing the lease, so a worker waiting out a Postgres outage still
+        // holds its job when Postgres returns.
+        self.running.remove(job.job_id());
+        self.settle(queue, delivery, entry).await;
     }
 
     /// Reads the uploads and turns them into the engine's input. Reads

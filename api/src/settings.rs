@@ -49,9 +49,11 @@ impl Default for HttpLimits {
 
 /// The largest uploads accepted; sides and megapixels apply after
 /// outpainting extension.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct UploadLimits {
+    /// Longest side of the image (and of the outpainted canvas), in pixels.
     pub max_image_side: u32,
+    /// Most pixels of the image (and of the outpainted canvas), in millions.
     pub max_megapixels: f64,
     /// Largest body of a multipart route (image + mask + fields), in megabytes.
     pub max_upload_mb: usize,

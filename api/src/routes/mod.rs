@@ -9,11 +9,11 @@ pub mod health;
 pub mod jobs;
 pub mod keys;
 pub mod models;
+pub mod pages;
 pub mod preferences;
 pub mod ratings;
 pub mod rewards;
 pub mod stats;
-pub mod vote_page;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -63,7 +63,9 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .nest("/v1", v1)
-        .route("/vote", get(vote_page::vote_page))
+        .route("/", get(pages::editor_page))
+        .route("/edit", get(pages::editor_page))
+        .route("/vote", get(pages::vote_page))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

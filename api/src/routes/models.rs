@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::settings::UploadLimits;
 use crate::state::AppState;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -24,9 +25,13 @@ pub struct ModelOut {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ModelList {
     pub models: Vec<ModelOut>,
+    /// What an upload to `POST /v1/edits` may be, so a client can say so
+    /// before it sends one.
+    pub upload_limits: UploadLimits,
 }
 
-/// Every model a worker has served, with its defaults and live worker count.
+/// Every model a worker has served, with its defaults and live worker
+/// count, and the upload limits.
 #[utoipa::path(get, path = "/v1/models", tag = "models",
     responses((status = 200, description = "The models", body = ModelList)))]
 pub async fn list_models(
@@ -43,5 +48,6 @@ pub async fn list_models(
                 updated_at: m.updated_at,
             })
             .collect(),
+        upload_limits: state.settings.uploads,
     }))
 }

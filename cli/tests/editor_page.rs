@@ -3,7 +3,7 @@
 //! photo through the file picker, paint a mask with real pointer events,
 //! submit, follow the job to its result, move the before/after slider and
 //! download the output (byte for byte the API's); outpaint by dragging an
-//! edge; an oversized photo shows the API's own sentence next to the picker;
+//! edge, following the job again after its event stream drops; an oversized photo shows the API's own sentence next to the picker;
 //! and a phone-sized window stacks the layout and paints with touch.
 
 mod support;
@@ -203,10 +203,34 @@ async fn dragging_an_edge_outpaints_to_the_canvas_shown() {
         "the canvas shows the new size"
     );
     browser.type_into("#steps", "2").await;
+    // The first event stream drops before it says anything, as a lost
+    // connection would: the page follows the job again and gets its result.
+    browser
+        .eval(
+            "window.cut = 0;
+             const real = window.fetch;
+             window.fetch = async (url, options) => {
+               const response = await real(url, options);
+               if (String(url).endsWith('/events') && window.cut === 0) {
+                 window.cut = 1;
+                 response.body.cancel();
+                 const dropped = new ReadableStream({ start(c) { c.error(new TypeError('network error')); } });
+                 return new Response(dropped, { status: 200, headers: response.headers });
+               }
+               return response;
+             };
+             return true;",
+        )
+        .await;
     browser.click("#submit").await;
     browser
         .wait("document.querySelectorAll('#results img').length === 1")
         .await;
+    assert_eq!(
+        browser.eval("return window.cut;").await,
+        1,
+        "a stream was cut"
+    );
     let (_, jobs) = service.get("/v1/jobs").await;
     let job = &jobs["jobs"][0];
     assert_eq!(job["task"], "outpaint", "{job}");

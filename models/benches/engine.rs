@@ -1,6 +1,8 @@
 //! Engine benchmark: one UNet step (with guidance: batch 2), VAE encode and
 //! decode, text encoding (prompt + negative), and whole edits (`edit8`,
-//! `edit20`; `edit8x4`: 8 steps, 4 outputs in one batch), on the tiny fixture model and on a
+//! `edit20`; `edit8x4`: 8 steps, 4 outputs of one job in one batch; `jobs8x4`: 8 steps, 4
+//! one-output jobs with their own prompts and seeds in one batch, as a batching worker
+//! runs them), on the tiny fixture model and on a
 //! full-size SD-1.5-inpainting model with random weights, reporting time and
 //! peak memory (VmHWM, reset before each case). Also: loading the full-size
 //! model from an fp16 checkpoint, and the CPU backend comparison.
@@ -19,7 +21,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use byteedit_models::memory::{peak_rss_mib, reset_peak_rss};
 use byteedit_models::weights::SaveDtype;
-use byteedit_models::{EditRequest, InpaintModel, SchedulerKind};
+use byteedit_models::{BatchItem, EditRequest, InpaintModel, SchedulerKind};
 use clap::Parser;
 use image::{GrayImage, RgbImage};
 
@@ -135,7 +137,8 @@ fn run<B: Backend>(args: &Args, dir: &Path) -> Vec<Row> {
         let s = size as usize;
         for case in &args.cases {
             // Large edits run once, without warm-up: one already takes minutes.
-            let single = case.starts_with("edit") && size >= args.no_warmup_over;
+            let whole_edit = case.starts_with("edit") || case.starts_with("jobs");
+            let single = whole_edit && size >= args.no_warmup_over;
             let (warm, reps) = if single {
                 (false, 1)
             } else {
@@ -177,7 +180,7 @@ fn run<B: Backend>(args: &Args, dir: &Path) -> Vec<Row> {
                 "text" => Some(time(warm, reps, || {
                     sync(model.encode_prompts(&["", "a red apple on a wooden table"]))
                 })),
-                edit if edit.starts_with("edit") => {
+                edit if whole_edit => {
                     let (steps, outputs) = edit_case(edit);
                     let image = RgbImage::from_fn(size, size, |x, y| {
                         image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
@@ -199,10 +202,31 @@ fn run<B: Backend>(args: &Args, dir: &Path) -> Vec<Row> {
                         seed: 0,
                         latents: None,
                     };
+                    // `jobs`: separate jobs, each its own prompt and seed.
+                    let jobs: Vec<EditRequest> = (0..outputs as u64)
+                        .map(|i| EditRequest {
+                            prompt: format!("{} {i}", request.prompt),
+                            seed: i,
+                            ..request.clone()
+                        })
+                        .collect();
+                    let items: Vec<BatchItem<'_>> = jobs
+                        .iter()
+                        .map(|request| BatchItem { request, count: 1 })
+                        .collect();
                     Some(time(warm, reps, || {
-                        model
-                            .edit_outputs(&request, outputs, &mut |_| ControlFlow::Continue(()))
-                            .expect("edit runs");
+                        if edit.starts_with("jobs") {
+                            for result in model
+                                .edit_batch(&items, &mut |_, _| ControlFlow::Continue(()))
+                                .expect("batch runs")
+                            {
+                                result.expect("edit runs");
+                            }
+                        } else {
+                            model
+                                .edit_outputs(&request, outputs, &mut |_| ControlFlow::Continue(()))
+                                .expect("edit runs");
+                        }
                     }))
                 }
                 "load" => None,
@@ -226,13 +250,16 @@ fn run<B: Backend>(args: &Args, dir: &Path) -> Vec<Row> {
     rows
 }
 
-/// `editS` or `editSxN`: S steps, N outputs in one batch (default 1).
+/// `editS` or `editSxN`: S steps, N outputs in one batch (default 1); the
+/// same for `jobs`.
 fn edit_case(case: &str) -> (usize, usize) {
     let spec = &case["edit".len()..];
     let (steps, outputs) = spec.split_once('x').unwrap_or((spec, "1"));
     match (steps.parse(), outputs.parse()) {
         (Ok(s), Ok(n)) => (s, n),
-        _ => panic!("unknown case {case}: edit cases are editS or editSxN (S steps, N outputs)"),
+        _ => panic!(
+            "unknown case {case}: edit cases are editS, editSxN or jobsSxN (S steps, N outputs or jobs)"
+        ),
     }
 }
 

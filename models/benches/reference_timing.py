@@ -13,6 +13,9 @@ for every image size S in `--sizes` (latent S/8):
               a wooden table", guidance 7.5, DPM-Solver++ order 2 (multistep), 8 or
               20 steps, output_type="np", a fixed random image, a mask over the
               centre half, seeded generator
+  jobsSxN     N one-image requests in one pipeline call (a list of N prompts, N
+              copies of the image and mask, one generator each): the diffusers
+              way to batch separate jobs
 Each case gets one warm-up run (none for edit cases with S >= --no-warmup-over;
 default 512 for an SD-1.5-size UNet, never for smaller ones), then --reps runs
 timed with time.perf_counter (mean and min reported; with 2 torch threads on 2
@@ -45,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ALL_CASES = ["unet", "vae_encode", "vae_decode", "text", "edit8", "edit8x4", "edit20"]
+ALL_CASES = ["unet", "vae_encode", "vae_decode", "text", "edit8", "edit8x4", "jobs8x4", "edit20"]
 PROMPT = "a red apple on a wooden table"
 FIXTURE_TOKENIZER = Path(__file__).resolve().parent.parent / "tests/fixtures/sd15-inpaint-tiny/tokenizer"
 
@@ -104,7 +107,7 @@ def make_case(pipe, case: str, size: int):
     if case == "text":
         # The pipeline's own prompt encoding: prompt and empty negative prompt.
         return lambda: pipe.encode_prompt(PROMPT, "cpu", 1, True, "")
-    if case.startswith("edit"):
+    if case.startswith("edit") or case.startswith("jobs"):
         steps, _, outputs = case[4:].partition("x")
         steps, outputs = int(steps), int(outputs or 1)
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(
@@ -114,6 +117,12 @@ def make_case(pipe, case: str, size: int):
         mask = np.zeros((size, size), dtype=np.uint8)
         mask[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 255
         mask = Image.fromarray(mask)
+        if case.startswith("jobs"):
+            return lambda: pipe(
+                prompt=[f"{PROMPT} {i}" for i in range(outputs)], image=[image] * outputs,
+                mask_image=[mask] * outputs, height=size, width=size,
+                num_inference_steps=steps, guidance_scale=7.5, output_type="np",
+                generator=[torch.Generator("cpu").manual_seed(i) for i in range(outputs)]).images
         return lambda: pipe(
             prompt=PROMPT, image=image, mask_image=mask, height=size, width=size,
             num_inference_steps=steps, guidance_scale=7.5, output_type="np",
@@ -182,7 +191,7 @@ def main():
             for case in cases:
                 peak_rss_reset()
                 run = make_case(pipe, case, size)
-                warm = not (case.startswith("edit") and size >= no_warmup_over)
+                warm = not (case[:4] in ("edit", "jobs") and size >= no_warmup_over)
                 if warm:
                     run()
                 times = []

@@ -9,7 +9,8 @@
 # Cases (each at every size): unet (one guided step: a batch-2 UNet call),
 # vae_encode, vae_decode, text (prompt + negative prompt), edit8, edit20 and
 # edit8x4 (8 steps, 4 outputs: one job of 4 against 4 jobs of 1 is
-# edit8x4 / (4 x edit8)). Writes to $OUT:
+# edit8x4 / (4 x edit8)); also jobs8x4 on request (4 separate jobs in one
+# batch, as a batching worker runs them). Writes to $OUT:
 #   sd15-flex.json, sd15-diffusers.json   each side's figures (min/mean s, peak RSS)
 #   comparison.json                       both, with ours/theirs per case
 #   table.md                              the table of docs/PERFORMANCE.md

@@ -6,11 +6,10 @@
 mod support;
 
 use byteedit_jobs::EditParams;
-use byteedit_models::image_io::{decode_image, to_luma, to_rgb};
-use byteedit_models::tasks::{EditPlan, TaskOptions};
-use byteedit_models::{EditRequest, InpaintModel};
+use byteedit_models::InpaintModel;
+use byteedit_models::image_io::{decode_image, to_rgb};
 use serde_json::Value;
-use support::{MODEL, Service, fixture_bytes, tiny_model};
+use support::{MODEL, Service, fixture_plan, tiny_model};
 
 fn id(job: &Value) -> String {
     job["id"].as_str().unwrap().to_owned()
@@ -20,16 +19,7 @@ fn id(job: &Value) -> String {
 /// parameters.
 fn direct_outputs(model: &InpaintModel<byteedit_models::CpuBackend>, done: &Value) -> Vec<Vec<u8>> {
     let params: EditParams = serde_json::from_value(done["parameters"].clone()).unwrap();
-    let plan = EditPlan::new(
-        &to_rgb(&decode_image(&fixture_bytes("expected_image.png"), "image").unwrap()),
-        Some(&to_luma(
-            &decode_image(&fixture_bytes("expected_mask.png"), "mask").unwrap(),
-        )),
-        &TaskOptions::for_params(&params),
-        model.native_size(),
-    )
-    .unwrap();
-    let request = EditRequest::for_params(&plan, &params).unwrap();
+    let (plan, request) = fixture_plan(model, &params);
     model
         .edit_outputs(&request, params.num_outputs as usize, &mut |_| {
             std::ops::ControlFlow::Continue(())

@@ -70,11 +70,6 @@ async fn paint_across(browser: &Browser, pointer: &str) {
         .await;
 }
 
-fn save_screenshot(name: &str, png: &[u8]) {
-    assert!(image::load_from_memory(png).unwrap().width() > 0);
-    std::fs::write(format!("{}/{name}", env!("CARGO_TARGET_TMPDIR")), png).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paint_submit_follow_compare_and_download_in_chromium() {
     let service = Service::start(1).await;
@@ -129,7 +124,7 @@ async fn paint_submit_follow_compare_and_download_in_chromium() {
     let value: u32 = clip[0].as_str().unwrap().parse().unwrap();
     assert!(value < 25, "{clip}");
     assert_eq!(clip[1], format!("inset(0px 0px 0px {value}%)"), "{clip}");
-    save_screenshot("editor-desktop.png", &browser.screenshot().await);
+    browser.save_screenshot("editor-desktop.png").await;
 
     // The download is the API's output, byte for byte.
     let (_, jobs) = service.get("/v1/jobs").await;
@@ -293,7 +288,7 @@ async fn on_a_phone_the_layout_stacks_and_touch_paints() {
     assert_eq!(layout["fits"], true, "{layout}");
     paint_across(&browser, "touch").await;
     assert!(painted(&browser).await > 50, "a finger paints the mask");
-    save_screenshot("editor-phone.png", &browser.screenshot().await);
+    browser.save_screenshot("editor-phone.png").await;
     drop(browser);
     service.finish().await;
 }

@@ -7,13 +7,11 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use byteedit_jobs::EditParams;
-use byteedit_models::image_io::{decode_image, to_luma, to_rgb};
-use byteedit_models::tasks::EditPlan;
-use byteedit_models::tasks::TaskOptions;
-use byteedit_models::{EditRequest, InpaintModel};
+use byteedit_models::InpaintModel;
+use byteedit_models::image_io::{decode_image, to_rgb};
 use futures_util::StreamExt;
 use serde_json::Value;
-use support::{MODEL, Service, error_code, fixture_bytes, fixture_form, tiny_model};
+use support::{MODEL, Service, error_code, fixture_form, fixture_plan, tiny_model};
 
 fn id(job: &Value) -> String {
     job["id"].as_str().unwrap().to_owned()
@@ -141,16 +139,7 @@ async fn service_output_equals_a_direct_engine_run_with_the_reported_parameters(
         InpaintModel::<byteedit_models::CpuBackend>::load(&tiny_model(), &Default::default())
             .unwrap();
     let params: EditParams = serde_json::from_value(p.clone()).unwrap();
-    let plan = EditPlan::new(
-        &to_rgb(&decode_image(&fixture_bytes("expected_image.png"), "image").unwrap()),
-        Some(&to_luma(
-            &decode_image(&fixture_bytes("expected_mask.png"), "mask").unwrap(),
-        )),
-        &TaskOptions::for_params(&params),
-        model.native_size(),
-    )
-    .unwrap();
-    let request = EditRequest::for_params(&plan, &params).unwrap();
+    let (plan, request) = fixture_plan(&model, &params);
     let direct = plan.finish(
         &model
             .edit(&request, &mut |_| std::ops::ControlFlow::Continue(()))

@@ -43,14 +43,7 @@ async fn volunteers_vote_in_chromium_with_keys_and_clicks() {
     assert_eq!(layout["stacked"], true, "{layout}");
     assert_eq!(layout["buttonInside"], true, "{layout}");
     // What a volunteer sees (docs/images/vote-page.png is one of these).
-    let shot = browser.screenshot().await;
-    let png = image::load_from_memory(&shot).unwrap();
-    assert!(png.width() > 0);
-    std::fs::write(
-        concat!(env!("CARGO_TARGET_TMPDIR"), "/vote-page.png"),
-        &shot,
-    )
-    .unwrap();
+    browser.save_screenshot("vote-page.png").await;
     let shown_first = browser
         .eval("return document.getElementById('left-img').src;")
         .await;

@@ -205,6 +205,14 @@ impl Browser {
             .unwrap()
     }
 
+    /// A screenshot, checked to be a picture, kept as `name` in the tests'
+    /// scratch folder (`target/tmp`), where docs/images takes its copies from.
+    pub async fn save_screenshot(&self, name: &str) {
+        let png = self.screenshot().await;
+        assert!(image::load_from_memory(&png).unwrap().width() > 0);
+        std::fs::write(format!("{}/{name}", env!("CARGO_TARGET_TMPDIR")), png).unwrap();
+    }
+
     /// A real key press (through the browser's input pipeline).
     pub async fn press(&self, key: &str) {
         self.call(

@@ -35,6 +35,29 @@ pub fn fixture_bytes(name: &str) -> Vec<u8> {
     std::fs::read(tiny_model().join(name)).expect("fixture image")
 }
 
+/// The plan and engine request the worker makes for a job with `params` on
+/// the fixture image and mask (what `fixture_form` uploads).
+pub fn fixture_plan(
+    model: &byteedit_models::InpaintModel<byteedit_models::CpuBackend>,
+    params: &byteedit_jobs::EditParams,
+) -> (
+    byteedit_models::tasks::EditPlan,
+    byteedit_models::EditRequest,
+) {
+    use byteedit_models::image_io::{decode_image, to_luma, to_rgb};
+    let plan = byteedit_models::tasks::EditPlan::new(
+        &to_rgb(&decode_image(&fixture_bytes("expected_image.png"), "image").unwrap()),
+        Some(&to_luma(
+            &decode_image(&fixture_bytes("expected_mask.png"), "mask").unwrap(),
+        )),
+        &byteedit_models::tasks::TaskOptions::for_params(params),
+        model.native_size(),
+    )
+    .unwrap();
+    let request = byteedit_models::EditRequest::for_params(&plan, params).unwrap();
+    (plan, request)
+}
+
 /// Postgres server URL without a database (override with BYTEEDIT_TEST_PG).
 pub fn pg_server() -> String {
     std::env::var("BYTEEDIT_TEST_PG")
